@@ -1,0 +1,3 @@
+//! edgeproof-chaos: the fault vocabulary shared by the simulators and the real executors.
+//!
+//! It must never depend on `sim` or `loadgen`.

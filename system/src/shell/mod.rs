@@ -1,0 +1,4 @@
+//! Thin tokio shells that run the sans-IO cores on a [`crate::net::Net`].
+//!
+//! This module owns task wiring, socket reads and writes and timers. It must never contain
+//! protocol decisions: everything MQTT happens in the cores.
