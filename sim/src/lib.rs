@@ -1,3 +1,5 @@
 //! edgeproof-sim: the deterministic worlds that run the stack's cores from one seed.
 //!
 //! It must never read a real clock, draw unseeded randomness, or iterate default-hashed maps.
+
+pub mod fast;
