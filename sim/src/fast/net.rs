@@ -86,6 +86,12 @@ impl ConnId {
     pub fn as_u64(self) -> u64 {
         self.0
     }
+
+    /// The id back from [`ConnId::as_u64`]. Any number is accepted: an id that names no live
+    /// connection is simply stale, and the network ignores it.
+    pub fn from_u64(value: u64) -> ConnId {
+        ConnId(value)
+    }
 }
 
 /// Which end of a connection.
@@ -470,6 +476,11 @@ impl Network {
     /// Whether `from -> to` is currently blocked by a partition.
     pub fn is_blocked(&self, from: HostId, to: HostId) -> bool {
         self.blocked(from, to)
+    }
+
+    /// The link from `a` to `b`.
+    pub fn link(&self, a: HostId, b: HostId) -> LinkConfig {
+        self.paths[self.path_index(a, b)].link
     }
 
     /// Sets the link between `a` and `b` (both directions).

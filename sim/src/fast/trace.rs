@@ -1,10 +1,12 @@
 //! The event trace of a fast-engine run: a running 64-bit hash over every processed event, and
 //! optionally the last N events as one-line strings for failure output.
 //!
-//! This module owns the trace hash definition: FNV-1a 64 (offset basis 0xcbf29ce484222325, prime
-//! 0x100000001b3) over each event's fields as little-endian `u64` words, in processing order. The
-//! hash is fixed and documented so a seed's trace can be compared across builds and machines. It
-//! must never use std's `RandomState` or any per-process keyed hasher.
+//! This module owns the trace hash definition: FNV-1a 64 applied word-wise (offset basis
+//! 0xcbf29ce484222325, prime 0x100000001b3; for each event field as a `u64` word: `hash ^= word;
+//! hash *= prime`), over the fields of each event in processing order. Folding whole words instead
+//! of bytes costs five multiplications per event instead of forty, which matters at millions of
+//! events per second; the function stays fixed and documented, so a seed's trace compares across
+//! builds and machines. It must never use std's `RandomState` or any per-process keyed hasher.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -75,10 +77,8 @@ impl Trace {
     }
 
     fn fold_word(&mut self, word: u64) {
-        for byte in word.to_le_bytes() {
-            self.hash ^= u64::from(byte);
-            self.hash = self.hash.wrapping_mul(FNV_PRIME);
-        }
+        self.hash ^= word;
+        self.hash = self.hash.wrapping_mul(FNV_PRIME);
     }
 
     /// The running hash over every event recorded so far.
@@ -108,12 +108,24 @@ mod tests {
     }
 
     #[test]
-    fn known_fnv1a_value_for_one_byte() {
-        // FNV-1a 64 of the single byte "a" is 0xaf63dc4c8601ec8c (reference test vector).
+    fn one_word_fold_matches_fnv1a_of_a_single_byte() {
+        // Folding the word 0x61 is FNV-1a 64 of the single byte "a": 0xaf63dc4c8601ec8c (the
+        // reference test vector), which pins the constants.
         let mut trace = Trace::new(0);
-        trace.hash ^= u64::from(b'a');
-        trace.hash = trace.hash.wrapping_mul(FNV_PRIME);
+        trace.fold_word(u64::from(b'a'));
         assert_eq!(trace.hash(), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn a_recorded_event_has_a_pinned_hash() {
+        // Pins the definition: changing the fold or the field order breaks every stored trace.
+        let mut trace = Trace::new(0);
+        trace.record(Time::from_nanos(1), TraceKind::Publish, 2, 3, 4);
+        let mut expected = FNV_OFFSET_BASIS;
+        for word in [1_u64, TraceKind::Publish as u64, 2, 3, 4] {
+            expected = (expected ^ word).wrapping_mul(FNV_PRIME);
+        }
+        assert_eq!(trace.hash(), expected);
     }
 
     #[test]
