@@ -167,11 +167,11 @@ impl<E> EventQueue<E> {
         };
         assert!(next_slot > self.current_slot);
         self.current_slot = next_slot;
-        // Hand the emptied heap's allocation to the slot being vacated, and heapify the slot.
+        // Take the slot's vector whole and heapify it. The vacated slot starts empty without an
+        // allocation: recycling capacity into slots would let all 65,536 of them keep a busy
+        // millisecond's worth of memory (gigabytes at a million devices).
         let index = (next_slot % WHEEL_SLOTS) as usize;
-        let mut spare = std::mem::take(&mut self.current).into_vec();
-        spare.clear();
-        let slot_events = std::mem::replace(&mut self.wheel[index], spare);
+        let slot_events = std::mem::take(&mut self.wheel[index]);
         self.wheel_len -= slot_events.len();
         self.current = BinaryHeap::from(slot_events);
         // The horizon moved: bring overflow events into the wheel (or the current heap).
