@@ -10,7 +10,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::mqtt::packet::{ProtocolVersion, QoS, Will};
+use crate::mqtt::codec::{self, EncodeError};
+use crate::mqtt::packet::{Connect, Packet, Properties, ProtocolVersion, QoS, Will};
 use crate::mqtt::topic::{self, TopicError};
 
 /// The largest packet MQTT can carry: a 4-byte remaining length of 268,435,455 plus the fixed
@@ -109,6 +110,10 @@ pub enum ConfigError {
     /// The Will topic must be a valid topic name.
     #[error("invalid will topic: {0}")]
     WillTopic(TopicError),
+    /// The CONNECT this config describes cannot be encoded (a password without a user name in
+    /// MQTT 3.1.1, a property not allowed in a Will, ...).
+    #[error("the CONNECT cannot be encoded: {0}")]
+    Connect(EncodeError),
 }
 
 impl ClientConfig {
@@ -138,7 +143,39 @@ impl ClientConfig {
         if let Some(will) = &self.will {
             topic::validate_topic_name(&will.topic).map_err(ConfigError::WillTopic)?;
         }
+        // Every later CONNECT differs only in Clean Start and possibly an assigned client id.
+        let connect = self.connect_packet(self.clean_start, &self.client_id);
+        codec::encoded_len(&connect, self.protocol).map_err(ConfigError::Connect)?;
         Ok(())
+    }
+
+    /// The CONNECT this config describes, with the given Clean Start and client id.
+    pub fn connect_packet(&self, clean_start: bool, client_id: &str) -> Packet {
+        let mut properties = Properties::default();
+        if self.protocol == ProtocolVersion::V5 {
+            if self.session_expiry_interval_secs > 0 {
+                properties.session_expiry_interval_secs = Some(self.session_expiry_interval_secs);
+            }
+            if self.receive_maximum != u16::MAX {
+                properties.receive_maximum = Some(self.receive_maximum);
+            }
+            if self.max_packet_size_bytes < MQTT_PACKET_SIZE_LIMIT_BYTES {
+                properties.maximum_packet_size = Some(self.max_packet_size_bytes);
+            }
+            if self.topic_alias_maximum > 0 {
+                properties.topic_alias_maximum = Some(self.topic_alias_maximum);
+            }
+        }
+        Packet::Connect(Box::new(Connect {
+            protocol: self.protocol,
+            clean_start,
+            keep_alive_secs: self.keep_alive_secs,
+            client_id: client_id.to_owned(),
+            will: self.will.clone(),
+            username: self.username.clone(),
+            password: self.password.clone(),
+            properties,
+        }))
     }
 }
 
@@ -238,7 +275,6 @@ mod will_serde {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mqtt::packet::Properties;
 
     #[test]
     fn default_config_is_valid() {
@@ -286,6 +322,13 @@ mod tests {
                 ConfigError::WillTopic(TopicError::WildcardInName),
             ),
         ];
+        let password_only = ClientConfig {
+            protocol: ProtocolVersion::V311,
+            client_id: "c".into(),
+            password: Some(Bytes::from_static(b"pw")),
+            ..base.clone()
+        };
+        assert!(matches!(password_only.validate(), Err(ConfigError::Connect(_))));
         for (config, expected) in cases {
             assert_eq!(config.validate(), Err(expected));
         }

@@ -56,7 +56,7 @@ pub use self::stats::ClientStats;
 use self::inflight::InflightQueue;
 use crate::mqtt::codec::{self, EncodeError};
 use crate::mqtt::packet::{
-    ConnAck, Connect, Disconnect, PacketId, Properties, ProtocolVersion, PubReply, Publish, QoS, Subscribe,
+    ConnAck, Disconnect, PacketId, Properties, ProtocolVersion, PubReply, Publish, QoS, Subscribe,
     Subscription, Unsubscribe,
 };
 use crate::mqtt::topic::{self, TopicError};
@@ -678,43 +678,17 @@ impl Client {
         assert!(delay >= self.config.reconnect_backoff_min);
     }
 
-    fn connect_packet(&self) -> Packet {
+    /// Clean Start of the next CONNECT. The first session starts as configured; later connects
+    /// resume it when it can outlive the connection (v5 with a session expiry), so that inflight
+    /// state survives the reconnect.
+    fn next_clean_start(&self) -> bool {
         let config = &*self.config;
-        // The first session starts as configured; later connects resume it when it can outlive
-        // the connection (v5 with a session expiry), so that inflight state survives.
-        let clean_start = if self.connected_before
-            && config.protocol == ProtocolVersion::V5
-            && config.session_expiry_interval_secs > 0
-        {
-            false
-        } else {
-            config.clean_start
-        };
-        let mut properties = Properties::default();
-        if config.protocol == ProtocolVersion::V5 {
-            if config.session_expiry_interval_secs > 0 {
-                properties.session_expiry_interval_secs = Some(config.session_expiry_interval_secs);
-            }
-            if config.receive_maximum != u16::MAX {
-                properties.receive_maximum = Some(config.receive_maximum);
-            }
-            if config.max_packet_size_bytes < MQTT_PACKET_SIZE_LIMIT_BYTES {
-                properties.maximum_packet_size = Some(config.max_packet_size_bytes);
-            }
-            if config.topic_alias_maximum > 0 {
-                properties.topic_alias_maximum = Some(config.topic_alias_maximum);
-            }
-        }
-        Packet::Connect(Box::new(Connect {
-            protocol: config.protocol,
-            clean_start,
-            keep_alive_secs: config.keep_alive_secs,
-            client_id: self.client_id().to_owned(),
-            will: config.will.clone(),
-            username: config.username.clone(),
-            password: config.password.clone(),
-            properties,
-        }))
+        let resumable = config.protocol == ProtocolVersion::V5 && config.session_expiry_interval_secs > 0;
+        if self.connected_before && resumable { false } else { config.clean_start }
+    }
+
+    fn connect_packet(&self) -> Packet {
+        self.config.connect_packet(self.next_clean_start(), self.client_id())
     }
 
     /// Encodes `packet` onto the current transport.
@@ -777,13 +751,15 @@ impl Client {
                 break;
             }
             let PendingPublish { token, mut publish } = self.pending.pop_front().expect("front exists");
+            // The id comes first so the size check measures the real packet; a refused publish
+            // leaves its id unused, which costs nothing.
+            let packet_id = (qos != QoS::AtMostOnce).then(|| self.allocate_packet_id());
+            publish.get_mut().packet_id = packet_id;
             if let Some(reason) = self.refusal_reason(&publish) {
                 self.stats.publishes_failed += 1;
                 self.events.push_back(ClientEvent::PublishFailed { token, reason });
                 continue;
             }
-            let packet_id = (qos != QoS::AtMostOnce).then(|| self.allocate_packet_id());
-            publish.get_mut().packet_id = packet_id;
             if let Err(error) = self.send(now, publish.packet()) {
                 // Accepted publishes were measured with the same codec; this is a codec/client
                 // disagreement, reported instead of crashing a fleet.
@@ -828,11 +804,9 @@ impl Client {
         if message.retain && !self.negotiated.retain_available {
             return Some(ReasonCode::RETAIN_NOT_SUPPORTED);
         }
-        let measured = Packet::Publish(Publish { payload: Bytes::new(), ..message.clone() });
-        let overhead_bytes = codec::encoded_len(&measured, self.config.protocol).ok()?;
-        // Only the fixed header's length field varies with the payload; measuring without the
-        // payload and adding its length (plus up to 3 length bytes) stays on the safe side.
-        let size_bytes = overhead_bytes + message.payload.len() + 3;
+        assert_eq!(message.packet_id.is_some(), message.qos != QoS::AtMostOnce);
+        // Measuring only plans the encoding (no copy); an unencodable packet is caught by `send`.
+        let size_bytes = codec::encoded_len(publish.packet(), self.config.protocol).ok()?;
         if size_bytes > self.negotiated.server_maximum_packet_size_bytes as usize {
             return Some(ReasonCode::PACKET_TOO_LARGE);
         }
@@ -927,8 +901,10 @@ impl Client {
             return;
         }
         let properties = connack.properties;
-        if properties.receive_maximum == Some(0) || properties.maximum_packet_size == Some(0) {
-            // Both are forbidden to be zero (spec 3.2.2.3.3, 3.2.2.3.6).
+        let zero_limit = properties.receive_maximum == Some(0) || properties.maximum_packet_size == Some(0);
+        // A session cannot be present when we asked for a clean one (MQTT-3.2.2-2, MQTT-3.2.2-4),
+        // and neither limit may be zero (spec 3.2.2.3.3, 3.2.2.3.6).
+        if zero_limit || (connack.session_present && self.next_clean_start()) {
             self.protocol_error(now, ReasonCode::PROTOCOL_ERROR);
             return;
         }

@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 
 use super::*;
-use crate::mqtt::packet::{SubAck, SubscriptionOptions, UnsubAck};
+use crate::mqtt::packet::{Connect, SubAck, SubscriptionOptions, UnsubAck};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -26,6 +26,8 @@ fn config(protocol: ProtocolVersion) -> ClientConfig {
         client_id: "device-1".into(),
         protocol,
         keep_alive_secs: 10,
+        // Sessions outlive connections (v5), so reconnects resume them.
+        session_expiry_interval_secs: 600,
         reconnect_backoff_min: Duration::from_millis(100),
         reconnect_backoff_max: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(3),
@@ -750,6 +752,33 @@ fn malformed_input_closes_without_panic() {
 }
 
 #[test]
+fn session_present_after_a_clean_start_is_a_protocol_error() {
+    let mut harness =
+        Harness::new(ClientConfig { session_expiry_interval_secs: 0, ..config(ProtocolVersion::V311) });
+    harness.client.connect(harness.now);
+    let connect = harness.open_transport();
+    assert!(connect.clean_start);
+    harness.receive(connack(true));
+    assert_eq!(harness.events(), vec![ClientEvent::CloseTransport]);
+    assert!(harness.sent().is_empty(), "MQTT 3.1.1 has no DISCONNECT reason to send");
+    assert_eq!(harness.client.stats().protocol_errors, 1);
+    assert_eq!(harness.client.stats().connects, 0);
+}
+
+#[test]
+fn shared_config_clients_are_independent() {
+    let shared = Arc::new(config(ProtocolVersion::V5));
+    let mut first = Client::with_shared_config(Arc::clone(&shared), 1);
+    let second = Client::with_shared_config(Arc::clone(&shared), 2);
+    assert_eq!(Arc::strong_count(&shared), 3);
+    first.connect(Time::ZERO);
+    assert_eq!(first.poll_event(), Some(ClientEvent::OpenTransport));
+    assert!(!second.is_connected());
+    assert_eq!(second.poll_timeout(), None);
+    assert!(Arc::ptr_eq(first.config(), second.config()));
+}
+
+#[test]
 fn subscribe_and_unsubscribe_are_acked_and_resent_until_acked() {
     let mut harness = Harness::new(config(ProtocolVersion::V5));
     // Requested before connecting: sent right after CONNACK.
@@ -919,6 +948,15 @@ enum Step {
     ServerAck {
         index: usize,
     },
+    /// The server sends a QoS 2 message under this packet id: a new one when the id is free, a
+    /// retransmission (DUP=1) of the same message while it is unreleased.
+    ServerSendsQos2 {
+        packet_id: u16,
+    },
+    /// The server releases the inbound QoS 2 message with this id, if it is unreleased.
+    ServerReleases {
+        packet_id: u16,
+    },
     TransportLost,
     /// The server forgets the session at the next connect.
     ServerForgetsSession,
@@ -932,6 +970,8 @@ fn step_strategy() -> impl Strategy<Value = Step> {
         4 => prop_oneof![Just(QoS::AtMostOnce), Just(QoS::AtLeastOnce), Just(QoS::ExactlyOnce)]
             .prop_map(|qos| Step::Publish { qos }),
         4 => (0usize..8).prop_map(|index| Step::ServerAck { index }),
+        2 => (1u16..4).prop_map(|packet_id| Step::ServerSendsQos2 { packet_id }),
+        1 => (1u16..4).prop_map(|packet_id| Step::ServerReleases { packet_id }),
         1 => Just(Step::TransportLost),
         1 => Just(Step::ServerForgetsSession),
         2 => (0u64..20_000).prop_map(|millis| Step::Advance { millis }),
@@ -947,6 +987,11 @@ struct FakeServer {
     open_publishes: Vec<(PacketId, QoS)>,
     accepted: BTreeSet<PublishToken>,
     completed: BTreeSet<PublishToken>,
+    /// Inbound QoS 2 messages the server sent and has not released: packet id -> payload number.
+    unreleased: Vec<(PacketId, u64)>,
+    /// Payload numbers of inbound QoS 2 messages the server sent, and those the client delivered.
+    inbound_sent: BTreeSet<u64>,
+    inbound_delivered: BTreeSet<u64>,
 }
 
 impl FakeServer {
@@ -999,6 +1044,7 @@ impl FakeServer {
                 self.harness.sent();
                 if !self.session_present_next {
                     self.open_publishes.clear();
+                    self.unreleased.clear();
                 }
                 self.harness.receive(connack(self.session_present_next));
                 self.session_present_next = true;
@@ -1008,6 +1054,11 @@ impl FakeServer {
             | ClientEvent::PublishFailed { token, .. } => {
                 assert!(self.accepted.contains(&token), "event for unknown token {token:?}");
                 assert!(self.completed.insert(token), "token {token:?} completed twice");
+            }
+            ClientEvent::Message(publish) if publish.qos == QoS::ExactlyOnce => {
+                let number = u64::from_be_bytes(publish.payload[..].try_into().expect("8-byte payload"));
+                assert!(self.inbound_sent.contains(&number), "delivered a message never sent");
+                assert!(self.inbound_delivered.insert(number), "QoS 2 message {number} delivered twice");
             }
             _ => {}
         }
@@ -1056,6 +1107,9 @@ proptest! {
             open_publishes: Vec::new(),
             accepted: BTreeSet::new(),
             completed: BTreeSet::new(),
+            unreleased: Vec::new(),
+            inbound_sent: BTreeSet::new(),
+            inbound_delivered: BTreeSet::new(),
         };
         server.harness.client.connect(server.harness.now);
         server.settle();
@@ -1078,6 +1132,34 @@ proptest! {
                             server.harness.receive(Packet::PubRec(PubReply::success(packet_id)));
                             server.harness.receive(Packet::PubComp(PubReply::success(packet_id)));
                         }
+                    }
+                }
+                Step::ServerSendsQos2 { packet_id } => {
+                    if server.harness.client.is_connected() {
+                        let packet_id = id(packet_id);
+                        let open = server.unreleased.iter().find(|(open, _)| *open == packet_id).copied();
+                        let (dup, number) = match open {
+                            Some((_, number)) => (true, number),
+                            None => {
+                                let number = server.inbound_sent.len() as u64;
+                                server.inbound_sent.insert(number);
+                                server.unreleased.push((packet_id, number));
+                                (false, number)
+                            }
+                        };
+                        server.harness.receive(Packet::Publish(Publish {
+                            dup,
+                            packet_id: Some(packet_id),
+                            payload: Bytes::copy_from_slice(&number.to_be_bytes()),
+                            ..inbound_publish(QoS::ExactlyOnce, None, "in", b"")
+                        }));
+                    }
+                }
+                Step::ServerReleases { packet_id } => {
+                    let position = server.unreleased.iter().position(|(open, _)| open.get() == packet_id);
+                    if server.harness.client.is_connected() && let Some(position) = position {
+                        server.unreleased.remove(position);
+                        server.harness.receive(Packet::PubRel(PubReply::success(id(packet_id))));
                     }
                 }
                 Step::TransportLost => server.harness.client.handle_transport_lost(now),
@@ -1107,6 +1189,8 @@ proptest! {
             server.check_invariants();
         }
         prop_assert_eq!(&server.completed, &server.accepted);
+        server.settle();
+        prop_assert_eq!(&server.inbound_delivered, &server.inbound_sent);
     }
 
     #[test]
