@@ -46,8 +46,9 @@ pub struct ClientConfig {
     pub reconnect_backoff_min: Duration,
     /// Exponential backoff with seeded jitter never waits longer than this.
     pub reconnect_backoff_max: Duration,
-    /// From `OpenTransport` to CONNACK (both the transport opening and the CONNACK wait); when it
-    /// passes, the client closes the transport and retries with backoff.
+    /// Bounds each phase of a connection attempt: from `OpenTransport` to the transport being up,
+    /// and from there to CONNACK. When it passes, the client closes the transport and retries
+    /// with backoff.
     pub connect_timeout: Duration,
     /// The largest packet we accept (advertised as Maximum Packet Size in v5).
     pub max_packet_size_bytes: u32,

@@ -12,6 +12,8 @@
 //! the driver drains transmits first, then events: when the events include
 //! [`ClientEvent::CloseTransport`], the bytes polled just before it (a DISCONNECT) belong to the
 //! transport being closed. Bytes left unpolled when a new transport connects are discarded.
+//! `handle_transport_connected`, `handle_bytes` and `handle_transport_lost` must concern the
+//! transport opened for the latest `OpenTransport`: a driver drops reports from older ones.
 //!
 //! # Delivery guarantees
 //! - Publishes are accepted into a bounded pending queue (`pending_publishes_limit`) in every
@@ -23,7 +25,10 @@
 //!   taken ownership of are re-sent as new publishes (new packet ids, DUP=0) ahead of the pending
 //!   queue: at-least-once is kept, at the price of a possible duplicate. A QoS 2 publish that had
 //!   reached PUBREC is reported acked instead: PUBREC success means the server owns the message,
-//!   and re-sending it would duplicate a QoS 2 message.
+//!   and re-sending it would duplicate a QoS 2 message. Re-queued publishes may exceed
+//!   `pending_publishes_limit` by at most `inflight_limit`.
+//! - Retransmissions ignore the window: a server that lowered its Receive Maximum across a
+//!   reconnect still gets every unacknowledged message again; new sends wait for the window.
 //! - Every accepted publish ends in exactly one of `PublishSent` (QoS 0), `PublishAcked` or
 //!   `PublishFailed`, or is still pending or inflight.
 //! - Inbound QoS 2 messages are delivered on their first PUBLISH and never again for the same
@@ -474,7 +479,10 @@ impl Client {
             Err(_) => self.stats.publishes_rejected += 1,
         }
         self.flush_pending(now);
-        assert!(self.pending.len() <= self.config.pending_publishes_limit + self.inflight_window());
+        // Publishes re-queued after a lost session can push the queue past its limit, but never
+        // by more than the most that can be inflight.
+        let pending_bound = self.config.pending_publishes_limit + usize::from(self.config.inflight_limit);
+        assert!(self.pending.len() <= pending_bound);
         result
     }
 

@@ -1078,7 +1078,8 @@ impl FakeServer {
         accounted.extend(inflight);
         assert_eq!(accounted, self.accepted);
         assert!(client.inflight_len() <= client.inflight_window());
-        assert!(client.pending_len() <= client.config.pending_publishes_limit + client.inflight_window());
+        let pending_bound = client.config.pending_publishes_limit + usize::from(client.config.inflight_limit);
+        assert!(client.pending_len() <= pending_bound);
     }
 }
 
@@ -1209,4 +1210,43 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_shrinking_server_window_retransmits_everything_and_then_waits() {
+    let mut harness = Harness::new(ClientConfig {
+        inflight_limit: 4,
+        pending_publishes_limit: 2,
+        ..config(ProtocolVersion::V5)
+    });
+    harness.establish(false);
+    for _ in 0..6 {
+        harness.client.publish(harness.now, OutgoingPublish::new("t", &b"x"[..], QoS::AtLeastOnce)).unwrap();
+    }
+    assert_eq!(publish_ids(&harness.sent()).len(), 4);
+    assert_eq!(harness.client.pending_len(), 2);
+    // The server comes back with the session and a Receive Maximum of 1.
+    harness.client.handle_transport_lost(harness.now);
+    harness.open_transport();
+    harness.receive(Packet::ConnAck(ConnAck {
+        session_present: true,
+        reason_code: ReasonCode::SUCCESS,
+        properties: Properties { receive_maximum: Some(1), ..Properties::default() },
+    }));
+    assert_eq!(publish_ids(&harness.sent()), vec![(1, true), (2, true), (3, true), (4, true)]);
+    assert_eq!(harness.client.inflight_window(), 1);
+    // Then it loses the session: all four go back to the queue, beyond its limit of 2.
+    harness.client.handle_transport_lost(harness.now);
+    harness.open_transport();
+    harness.receive(Packet::ConnAck(ConnAck {
+        session_present: false,
+        reason_code: ReasonCode::SUCCESS,
+        properties: Properties { receive_maximum: Some(1), ..Properties::default() },
+    }));
+    assert_eq!(publish_ids(&harness.sent()).len(), 1, "new sends respect the window of 1");
+    assert_eq!(harness.client.pending_len(), 5);
+    assert_eq!(
+        harness.client.publish(harness.now, OutgoingPublish::new("t", &b"x"[..], QoS::AtLeastOnce)),
+        Err(PublishError::QueueFull { limit: 2 })
+    );
 }
