@@ -1166,13 +1166,17 @@ impl Client {
             self.stats.unknown_acks += 1;
             return;
         };
+        let protocol = self.config.protocol;
         let requests = &mut self.occasional.as_mut().expect("a request exists").requests;
-        let matches_kind = match &*requests[position].packet {
-            Packet::Subscribe(_) => is_subscribe,
-            Packet::Unsubscribe(_) => !is_subscribe,
+        // One reason code per filter, in order (MQTT-3.9.3-1, MQTT-3.11.3-1); a v3.1.1 UNSUBACK
+        // has none.
+        let expected = match &*requests[position].packet {
+            Packet::Subscribe(subscribe) => is_subscribe.then_some(subscribe.subscriptions.len()),
+            Packet::Unsubscribe(_) if protocol == ProtocolVersion::V311 => (!is_subscribe).then_some(0),
+            Packet::Unsubscribe(unsubscribe) => (!is_subscribe).then_some(unsubscribe.topic_filters.len()),
             other => unreachable!("request holds a {}", other.name()),
         };
-        if !matches_kind {
+        if expected != Some(codes.len()) {
             self.protocol_error(now, ReasonCode::PROTOCOL_ERROR);
             return;
         }

@@ -826,6 +826,45 @@ fn subscribe_and_unsubscribe_are_acked_and_resent_until_acked() {
         harness.events(),
         vec![ClientEvent::Unsubscribed { token: unsubscribe_token, reason_codes: vec![ReasonCode::SUCCESS] }]
     );
+    // An ack of the wrong kind or with the wrong number of codes is a protocol error.
+    let token = harness.client.unsubscribe(harness.now, vec!["a".into(), "b".into()]).unwrap();
+    let sent = harness.sent();
+    let [Packet::Unsubscribe(unsubscribe)] = sent.as_slice() else {
+        panic!("expected UNSUBSCRIBE: {sent:?}")
+    };
+    harness.receive(Packet::UnsubAck(UnsubAck {
+        packet_id: unsubscribe.packet_id,
+        reason_codes: vec![ReasonCode::SUCCESS],
+        properties: Properties::default(),
+    }));
+    assert!(!harness.client.is_connected());
+    assert_eq!(harness.client.stats().protocol_errors, 1);
+    harness.events();
+    // The request survives and is answered on the next connection.
+    let sent = harness.establish(true);
+    assert!(
+        matches!(sent.as_slice(), [Packet::Unsubscribe(again)] if again.packet_id == unsubscribe.packet_id)
+    );
+    harness.receive(Packet::SubAck(SubAck {
+        packet_id: unsubscribe.packet_id,
+        reason_codes: vec![ReasonCode::SUCCESS; 2],
+        properties: Properties::default(),
+    }));
+    assert!(!harness.client.is_connected());
+    harness.events();
+    harness.establish(true);
+    harness.receive(Packet::UnsubAck(UnsubAck {
+        packet_id: unsubscribe.packet_id,
+        reason_codes: vec![ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED],
+        properties: Properties::default(),
+    }));
+    assert_eq!(
+        harness.events(),
+        vec![ClientEvent::Unsubscribed {
+            token,
+            reason_codes: vec![ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED]
+        }]
+    );
     // Invalid requests are refused up front.
     assert_eq!(harness.client.subscribe(harness.now, Vec::new()), Err(ClientError::NoTopicFilters));
     assert!(matches!(
