@@ -67,6 +67,14 @@ impl PropertyContext {
         1 << (self as u16)
     }
 
+    /// Whether the spec allows property `id` here (spec 2.2.2.2).
+    pub const fn allows(self, id: u8) -> bool {
+        match allowed_contexts(id) {
+            Some(bits) => bits & self.bit() != 0,
+            None => false,
+        }
+    }
+
     pub const fn name(self) -> &'static str {
         match self {
             PropertyContext::Connect => "CONNECT",
@@ -156,10 +164,6 @@ pub const fn allowed_contexts(id: u8) -> Option<u16> {
         USER_PROPERTY => USER_PROPERTY_CONTEXTS,
         _ => return None,
     })
-}
-
-fn is_allowed(id: u8, context: PropertyContext) -> bool {
-    allowed_contexts(id).is_some_and(|bits| bits & context.bit() != 0)
 }
 
 fn set_once<T>(slot: &mut Option<T>, value: T, id: u8) -> Result<(), DecodeError> {
@@ -320,7 +324,7 @@ pub fn properties_len(properties: &Properties, context: PropertyContext) -> Resu
     let p = properties;
     let mut len = 0usize;
     let mut add = |id: u8, value_len: usize| -> Result<(), EncodeError> {
-        if !is_allowed(id, context) {
+        if !context.allows(id) {
             return Err(EncodeError::PropertyNotAllowed { id, packet: context.name() });
         }
         len += 1 + value_len;
@@ -551,9 +555,9 @@ mod tests {
         for id in 0..=u8::MAX {
             assert_eq!(allowed_contexts(id).is_some(), known.contains(&id), "property {id:#04x}");
         }
-        assert!(is_allowed(TOPIC_ALIAS, PropertyContext::Publish));
-        assert!(!is_allowed(TOPIC_ALIAS, PropertyContext::Will));
-        assert!(is_allowed(WILL_DELAY_INTERVAL, PropertyContext::Will));
-        assert!(!is_allowed(WILL_DELAY_INTERVAL, PropertyContext::Connect));
+        assert!(PropertyContext::Publish.allows(TOPIC_ALIAS));
+        assert!(!PropertyContext::Will.allows(TOPIC_ALIAS));
+        assert!(PropertyContext::Will.allows(WILL_DELAY_INTERVAL));
+        assert!(!PropertyContext::Connect.allows(WILL_DELAY_INTERVAL));
     }
 }
