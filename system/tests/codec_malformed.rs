@@ -46,7 +46,13 @@ fn rows() -> Vec<Row> {
         row("packet type 0", "00 00", V311, E::InvalidPacketType { packet_type: 0, version: V311 }, 0x81),
         row("AUTH under 3.1.1", "F0 00", V311, E::InvalidPacketType { packet_type: 15, version: V311 }, 0x81),
         row("remaining length of 5 bytes", "30 FF FF FF FF 7F", V311, E::MalformedVariableByteInteger, 0x81),
-        row("PUBREL flags 0", "60 02 00 01", V311, E::InvalidFixedHeaderFlags { packet_type: 6, flags: 0 }, 0x81),
+        row(
+            "PUBREL flags 0",
+            "60 02 00 01",
+            V311,
+            E::InvalidFixedHeaderFlags { packet_type: 6, flags: 0 },
+            0x81,
+        ),
         row(
             "SUBSCRIBE flags 0",
             "80 06 00 01 00 01 61 00",
@@ -61,7 +67,13 @@ fn rows() -> Vec<Row> {
             E::InvalidFixedHeaderFlags { packet_type: 10, flags: 3 },
             0x81,
         ),
-        row("PUBACK flags 1", "41 02 00 01", V5, E::InvalidFixedHeaderFlags { packet_type: 4, flags: 1 }, 0x81),
+        row(
+            "PUBACK flags 1",
+            "41 02 00 01",
+            V5,
+            E::InvalidFixedHeaderFlags { packet_type: 4, flags: 1 },
+            0x81,
+        ),
         row("PINGREQ flags 1", "C1 00", V5, E::InvalidFixedHeaderFlags { packet_type: 12, flags: 1 }, 0x81),
         row("PUBLISH QoS 3", "36 05 00 01 61 00 01", V311, E::InvalidPublishQoS, 0x81),
         row("PUBLISH DUP with QoS 0", "38 03 00 01 61", V311, E::DupWithQoS0, 0x81),
@@ -75,7 +87,13 @@ fn rows() -> Vec<Row> {
         },
         // Remaining length inconsistent with the content.
         row("PUBACK remaining length 1", "40 01 00", V311, E::UnexpectedEnd, 0x81),
-        row("3.1.1 PUBACK with a trailing byte", "40 03 00 01 00", V311, E::TrailingBytes { extra_bytes: 1 }, 0x81),
+        row(
+            "3.1.1 PUBACK with a trailing byte",
+            "40 03 00 01 00",
+            V311,
+            E::TrailingBytes { extra_bytes: 1 },
+            0x81,
+        ),
         row("PINGREQ with a body", "C0 01 00", V311, E::TrailingBytes { extra_bytes: 1 }, 0x81),
         row("CONNECT cut after the protocol name length", "10 02 00 04", V311, E::UnexpectedEnd, 0x81),
         row("PUBLISH topic length past the packet", "30 03 00 05 61", V311, E::UnexpectedEnd, 0x81),
@@ -93,7 +111,13 @@ fn rows() -> Vec<Row> {
             E::TopicNameInvalid(TopicError::WildcardInName),
             0x90,
         ),
-        row("v5 PUBLISH topic #", "30 04 00 01 23 00", V5, E::TopicNameInvalid(TopicError::WildcardInName), 0x90),
+        row(
+            "v5 PUBLISH topic #",
+            "30 04 00 01 23 00",
+            V5,
+            E::TopicNameInvalid(TopicError::WildcardInName),
+            0x90,
+        ),
         row("3.1.1 PUBLISH empty topic", "30 02 00 00", V311, E::TopicNameInvalid(TopicError::Empty), 0x90),
         row("v5 PUBLISH empty topic without alias", "30 03 00 00 00", V5, E::EmptyTopicWithoutAlias, 0x82),
         // CONNECT.
@@ -111,7 +135,13 @@ fn rows() -> Vec<Row> {
             E::UnsupportedProtocol { level: 6 },
             0x84,
         ),
-        row("CONNECT reserved flag", "10 0C 00 04 4D 51 54 54 04 03 00 3C 00 00", V311, E::ConnectReservedFlag, 0x81),
+        row(
+            "CONNECT reserved flag",
+            "10 0C 00 04 4D 51 54 54 04 03 00 3C 00 00",
+            V311,
+            E::ConnectReservedFlag,
+            0x81,
+        ),
         row(
             "will QoS without will flag",
             "10 0C 00 04 4D 51 54 54 04 0A 00 3C 00 00",
@@ -269,8 +299,20 @@ fn rows() -> Vec<Row> {
             0x82,
         ),
         // Reason codes.
-        row("PUBACK reason 0x8F", "40 03 00 01 8F", V5, E::InvalidReasonCode { packet: "PUBACK", code: 0x8F }, 0x82),
-        row("PUBREL reason 0x10", "62 03 00 01 10", V5, E::InvalidReasonCode { packet: "PUBREL", code: 0x10 }, 0x82),
+        row(
+            "PUBACK reason 0x8F",
+            "40 03 00 01 8F",
+            V5,
+            E::InvalidReasonCode { packet: "PUBACK", code: 0x8F },
+            0x82,
+        ),
+        row(
+            "PUBREL reason 0x10",
+            "62 03 00 01 10",
+            V5,
+            E::InvalidReasonCode { packet: "PUBREL", code: 0x10 },
+            0x82,
+        ),
         row(
             "DISCONNECT reason 0x84",
             "E0 01 84",

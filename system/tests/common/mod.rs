@@ -318,18 +318,18 @@ pub fn publish(version: ProtocolVersion) -> impl Strategy<Value = Publish> {
 /// Which of the four PUBACK-shaped packets to generate.
 #[derive(Clone, Copy, Debug)]
 pub enum ReplyKind {
-    PubAck,
-    PubRec,
-    PubRel,
-    PubComp,
+    Ack,
+    Rec,
+    Rel,
+    Comp,
 }
 
 pub fn pub_reply(version: ProtocolVersion, kind: ReplyKind) -> impl Strategy<Value = Packet> {
     let (context, valid_codes) = match kind {
-        ReplyKind::PubAck => (PropertyContext::PubAck, PUBACK_CODES),
-        ReplyKind::PubRec => (PropertyContext::PubRec, PUBACK_CODES),
-        ReplyKind::PubRel => (PropertyContext::PubRel, PUBREL_CODES),
-        ReplyKind::PubComp => (PropertyContext::PubComp, PUBREL_CODES),
+        ReplyKind::Ack => (PropertyContext::PubAck, PUBACK_CODES),
+        ReplyKind::Rec => (PropertyContext::PubRec, PUBACK_CODES),
+        ReplyKind::Rel => (PropertyContext::PubRel, PUBREL_CODES),
+        ReplyKind::Comp => (PropertyContext::PubComp, PUBREL_CODES),
     };
     let reason = match version {
         ProtocolVersion::V311 => Just(ReasonCode::SUCCESS).boxed(),
@@ -339,10 +339,10 @@ pub fn pub_reply(version: ProtocolVersion, kind: ReplyKind) -> impl Strategy<Val
         move |(packet_id, reason_code, properties)| {
             let reply = PubReply { packet_id, reason_code, properties };
             match kind {
-                ReplyKind::PubAck => Packet::PubAck(reply),
-                ReplyKind::PubRec => Packet::PubRec(reply),
-                ReplyKind::PubRel => Packet::PubRel(reply),
-                ReplyKind::PubComp => Packet::PubComp(reply),
+                ReplyKind::Ack => Packet::PubAck(reply),
+                ReplyKind::Rec => Packet::PubRec(reply),
+                ReplyKind::Rel => Packet::PubRel(reply),
+                ReplyKind::Comp => Packet::PubComp(reply),
             }
         },
     )
@@ -430,10 +430,10 @@ pub fn packet(version: ProtocolVersion) -> BoxedStrategy<Packet> {
         (1, connect(version).prop_map(|connect| Packet::Connect(Box::new(connect))).boxed()),
         (1, connack(version).prop_map(Packet::ConnAck).boxed()),
         (3, publish(version).prop_map(Packet::Publish).boxed()),
-        (1, pub_reply(version, ReplyKind::PubAck).boxed()),
-        (1, pub_reply(version, ReplyKind::PubRec).boxed()),
-        (1, pub_reply(version, ReplyKind::PubRel).boxed()),
-        (1, pub_reply(version, ReplyKind::PubComp).boxed()),
+        (1, pub_reply(version, ReplyKind::Ack).boxed()),
+        (1, pub_reply(version, ReplyKind::Rec).boxed()),
+        (1, pub_reply(version, ReplyKind::Rel).boxed()),
+        (1, pub_reply(version, ReplyKind::Comp).boxed()),
         (1, subscribe(version).prop_map(Packet::Subscribe).boxed()),
         (1, suback(version).prop_map(Packet::SubAck).boxed()),
         (1, unsubscribe(version).prop_map(Packet::Unsubscribe).boxed()),
