@@ -472,18 +472,33 @@ impl Client {
     /// Accepts a message for sending. It goes out at once when connected and the window allows,
     /// else it waits in the pending queue.
     pub fn publish(&mut self, now: Time, message: OutgoingPublish) -> Result<PublishToken, PublishError> {
-        let result = self.accept_publish(message);
-        match &result {
-            Ok(_) => self.stats.publishes_accepted += 1,
-            Err(PublishError::QueueFull { .. }) => self.stats.publishes_dropped_queue_full += 1,
-            Err(_) => self.stats.publishes_rejected += 1,
+        let publish = match self.accept_publish(message) {
+            Ok(publish) => publish,
+            Err(error) => {
+                match error {
+                    PublishError::QueueFull { .. } => self.stats.publishes_dropped_queue_full += 1,
+                    _ => self.stats.publishes_rejected += 1,
+                }
+                return Err(error);
+            }
+        };
+        self.stats.publishes_accepted += 1;
+        let token = PublishToken(self.next_token);
+        self.next_token += 1;
+        let qos = publish.get().qos;
+        let window_open = qos == QoS::AtMostOnce || self.inflight.len() < self.inflight_window();
+        if self.is_connected() && self.pending.is_empty() && window_open {
+            // The common case skips the queue (and its allocation): nothing waits ahead of it.
+            self.transmit_publish(now, token, publish);
+        } else {
+            self.pending.push_back(PendingPublish { token, publish });
+            self.flush_pending(now);
         }
-        self.flush_pending(now);
         // Publishes re-queued after a lost session can push the queue past its limit, but never
         // by more than the most that can be inflight.
         let pending_bound = self.config.pending_publishes_limit + usize::from(self.config.inflight_limit);
         assert!(self.pending.len() <= pending_bound);
-        result
+        Ok(token)
     }
 
     /// Requests subscriptions; the result arrives as `Subscribed`. Sent now when connected, else
@@ -713,7 +728,8 @@ impl Client {
         self.send(now, packet).unwrap_or_else(|error| panic!("{} must encode: {error}", packet.name()));
     }
 
-    fn accept_publish(&mut self, message: OutgoingPublish) -> Result<PublishToken, PublishError> {
+    /// Checks a message and builds its PUBLISH (without packet id) for the queue or the wire.
+    fn accept_publish(&self, message: OutgoingPublish) -> Result<BoxedPublish, PublishError> {
         topic::validate_topic_name(&message.topic).map_err(PublishError::InvalidTopic)?;
         if message.properties.topic_alias.is_some() {
             return Err(PublishError::TopicAliasUnsupported);
@@ -739,11 +755,8 @@ impl Client {
             return Err(PublishError::PacketTooLarge { size_bytes, limit_bytes });
         }
         publish.get_mut().packet_id = None;
-        let token = PublishToken(self.next_token);
-        self.next_token += 1;
-        self.pending.push_back(PendingPublish { token, publish });
-        assert!(self.pending.len() <= limit);
-        Ok(token)
+        assert!(!publish.get().dup);
+        Ok(publish)
     }
 
     /// Sends pending publishes in order while connected and the window allows. A QoS 0 message
@@ -758,41 +771,8 @@ impl Client {
             if qos != QoS::AtMostOnce && self.inflight.len() >= window {
                 break;
             }
-            let PendingPublish { token, mut publish } = self.pending.pop_front().expect("front exists");
-            // The id comes first so the size check measures the real packet; a refused publish
-            // leaves its id unused, which costs nothing.
-            let packet_id = (qos != QoS::AtMostOnce).then(|| self.allocate_packet_id());
-            publish.get_mut().packet_id = packet_id;
-            if let Some(reason) = self.refusal_reason(&publish) {
-                self.stats.publishes_failed += 1;
-                self.events.push_back(ClientEvent::PublishFailed { token, reason });
-                continue;
-            }
-            if let Err(error) = self.send(now, publish.packet()) {
-                // Accepted publishes were measured with the same codec; this is a codec/client
-                // disagreement, reported instead of crashing a fleet.
-                debug_assert!(false, "accepted publish failed to encode: {error}");
-                self.stats.publishes_failed += 1;
-                self.events.push_back(ClientEvent::PublishFailed {
-                    token,
-                    reason: ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR,
-                });
-                continue;
-            }
-            self.stats.publishes_sent += 1;
-            match packet_id {
-                None => self.events.push_back(ClientEvent::PublishSent { token }),
-                Some(packet_id) => {
-                    // Any later transmission of this PUBLISH is a retransmission (spec 4.4).
-                    publish.get_mut().dup = true;
-                    let phase = if qos == QoS::AtLeastOnce {
-                        OutboundPhase::Qos1Sent(publish)
-                    } else {
-                        OutboundPhase::Qos2Sent(publish)
-                    };
-                    self.inflight.push(packet_id, InflightPublish { token, phase });
-                }
-            }
+            let PendingPublish { token, publish } = self.pending.pop_front().expect("front exists");
+            self.transmit_publish(now, token, publish);
         }
         if self.pending.is_empty() && self.pending.capacity() > 0 {
             self.pending = VecDeque::new();
@@ -800,6 +780,48 @@ impl Client {
         if let Some(front) = self.pending.front() {
             // Only a full window stops the flush.
             assert!(front.publish.get().qos != QoS::AtMostOnce && self.inflight.len() >= window);
+        }
+    }
+
+    /// Sends one publish (connected, window checked by the caller): assigns its packet id,
+    /// applies the server's limits, writes it and tracks QoS 1/2 in the inflight window.
+    fn transmit_publish(&mut self, now: Time, token: PublishToken, mut publish: BoxedPublish) {
+        assert!(self.is_connected());
+        let qos = publish.get().qos;
+        assert!(qos == QoS::AtMostOnce || self.inflight.len() < self.inflight_window());
+        // The id comes first so the size check measures the real packet; a refused publish
+        // leaves its id unused, which costs nothing.
+        let packet_id = (qos != QoS::AtMostOnce).then(|| self.allocate_packet_id());
+        publish.get_mut().packet_id = packet_id;
+        if let Some(reason) = self.refusal_reason(&publish) {
+            self.stats.publishes_failed += 1;
+            self.events.push_back(ClientEvent::PublishFailed { token, reason });
+            return;
+        }
+        if let Err(error) = self.send(now, publish.packet()) {
+            // Accepted publishes were measured with the same codec; this is a codec/client
+            // disagreement, reported instead of crashing a fleet.
+            debug_assert!(false, "accepted publish failed to encode: {error}");
+            self.stats.publishes_failed += 1;
+            self.events.push_back(ClientEvent::PublishFailed {
+                token,
+                reason: ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR,
+            });
+            return;
+        }
+        self.stats.publishes_sent += 1;
+        match packet_id {
+            None => self.events.push_back(ClientEvent::PublishSent { token }),
+            Some(packet_id) => {
+                // Any later transmission of this PUBLISH is a retransmission (spec 4.4).
+                publish.get_mut().dup = true;
+                let phase = if qos == QoS::AtLeastOnce {
+                    OutboundPhase::Qos1Sent(publish)
+                } else {
+                    OutboundPhase::Qos2Sent(publish)
+                };
+                self.inflight.push(packet_id, InflightPublish { token, phase });
+            }
         }
     }
 
@@ -813,12 +835,14 @@ impl Client {
             return Some(ReasonCode::RETAIN_NOT_SUPPORTED);
         }
         assert_eq!(message.packet_id.is_some(), message.qos != QoS::AtMostOnce);
+        let limit_bytes = self.negotiated.server_maximum_packet_size_bytes;
+        if limit_bytes >= MQTT_PACKET_SIZE_LIMIT_BYTES {
+            // `publish` refused anything above MQTT's own limit: nothing to measure.
+            return None;
+        }
         // Measuring only plans the encoding (no copy); an unencodable packet is caught by `send`.
         let size_bytes = codec::encoded_len(publish.packet(), self.config.protocol).ok()?;
-        if size_bytes > self.negotiated.server_maximum_packet_size_bytes as usize {
-            return Some(ReasonCode::PACKET_TOO_LARGE);
-        }
-        None
+        (size_bytes > limit_bytes as usize).then_some(ReasonCode::PACKET_TOO_LARGE)
     }
 
     /// The next free packet identifier. Ids in use are at most the window plus the requests,
