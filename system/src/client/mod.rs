@@ -1220,8 +1220,9 @@ impl Client {
     fn handle_server_disconnect(&mut self, now: Time, disconnect: Disconnect) {
         assert!(self.is_connected());
         self.stats.server_disconnects += 1;
-        self.events.push_back(ClientEvent::Disconnected { reason: Some(disconnect.reason_code) });
+        // The same order as every other end of a session: the driver's action, then the news.
         self.events.push_back(ClientEvent::CloseTransport);
+        self.events.push_back(ClientEvent::Disconnected { reason: Some(disconnect.reason_code) });
         self.schedule_reconnect(now);
         assert!(!self.is_connected());
     }

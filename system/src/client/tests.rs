@@ -711,8 +711,8 @@ fn server_disconnect_is_reported_and_followed_by_a_reconnect() {
     assert_eq!(
         harness.events(),
         vec![
-            ClientEvent::Disconnected { reason: Some(ReasonCode::SERVER_SHUTTING_DOWN) },
-            ClientEvent::CloseTransport
+            ClientEvent::CloseTransport,
+            ClientEvent::Disconnected { reason: Some(ReasonCode::SERVER_SHUTTING_DOWN) }
         ]
     );
     assert!(harness.sent().is_empty(), "no DISCONNECT answers a DISCONNECT");
@@ -997,6 +997,12 @@ enum Step {
         packet_id: u16,
     },
     TransportLost,
+    /// The server ends the connection with a DISCONNECT.
+    ServerDisconnects,
+    /// The server refuses the next CONNECT (a reconnect with backoff follows).
+    ServerRefusesNextConnect,
+    /// The server stops answering PINGREQ until the next connection (dead-peer detection).
+    ServerGoesSilent,
     /// The server forgets the session at the next connect.
     ServerForgetsSession,
     Advance {
@@ -1012,6 +1018,9 @@ fn step_strategy() -> impl Strategy<Value = Step> {
         2 => (1u16..4).prop_map(|packet_id| Step::ServerSendsQos2 { packet_id }),
         1 => (1u16..4).prop_map(|packet_id| Step::ServerReleases { packet_id }),
         1 => Just(Step::TransportLost),
+        1 => Just(Step::ServerDisconnects),
+        1 => Just(Step::ServerRefusesNextConnect),
+        1 => Just(Step::ServerGoesSilent),
         1 => Just(Step::ServerForgetsSession),
         2 => (0u64..20_000).prop_map(|millis| Step::Advance { millis }),
     ]
@@ -1022,6 +1031,8 @@ fn step_strategy() -> impl Strategy<Value = Step> {
 struct FakeServer {
     harness: Harness,
     session_present_next: bool,
+    refuse_next_connect: bool,
+    silent: bool,
     /// Packet ids the server received and has not completed, in arrival order, with their QoS.
     open_publishes: Vec<(PacketId, QoS)>,
     accepted: BTreeSet<PublishToken>,
@@ -1045,7 +1056,7 @@ impl FakeServer {
             if self.harness.client.is_connected() {
                 for packet in self.harness.sent() {
                     progressed = true;
-                    if packet == Packet::PingReq {
+                    if packet == Packet::PingReq && !self.silent {
                         self.harness.receive(Packet::PingResp);
                     }
                     if let Packet::Publish(Publish { qos, packet_id: Some(packet_id), .. }) = packet
@@ -1081,6 +1092,16 @@ impl FakeServer {
                 self.harness.server_read_buffer.clear();
                 self.harness.client.handle_transport_connected(self.harness.now);
                 self.harness.sent();
+                self.silent = false;
+                if self.refuse_next_connect {
+                    self.refuse_next_connect = false;
+                    self.harness.receive(Packet::ConnAck(ConnAck {
+                        session_present: false,
+                        reason_code: ReasonCode::SERVER_BUSY,
+                        properties: Properties::default(),
+                    }));
+                    return;
+                }
                 if !self.session_present_next {
                     self.open_publishes.clear();
                     self.unreleased.clear();
@@ -1123,7 +1144,7 @@ impl FakeServer {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
 
     #[test]
     fn random_runs_never_lose_or_double_report_a_publish(
@@ -1144,6 +1165,8 @@ proptest! {
         let mut server = FakeServer {
             harness,
             session_present_next: false,
+            refuse_next_connect: false,
+            silent: false,
             open_publishes: Vec::new(),
             accepted: BTreeSet::new(),
             completed: BTreeSet::new(),
@@ -1203,6 +1226,19 @@ proptest! {
                     }
                 }
                 Step::TransportLost => server.harness.client.handle_transport_lost(now),
+                Step::ServerDisconnects => {
+                    if server.harness.client.is_connected() {
+                        let disconnect = Disconnect::with_reason(ReasonCode::SERVER_SHUTTING_DOWN);
+                        if protocol == ProtocolVersion::V5 {
+                            server.harness.receive(Packet::Disconnect(disconnect));
+                        } else {
+                            // MQTT 3.1.1 servers just close the connection.
+                            server.harness.client.handle_transport_lost(now);
+                        }
+                    }
+                }
+                Step::ServerRefusesNextConnect => server.refuse_next_connect = true,
+                Step::ServerGoesSilent => server.silent = true,
                 Step::ServerForgetsSession => server.session_present_next = false,
                 Step::Advance { millis } => server.advance(Duration::from_millis(millis)),
             }
