@@ -138,14 +138,20 @@ impl ClientConfig {
         if !(2..=MQTT_PACKET_SIZE_LIMIT_BYTES).contains(&self.max_packet_size_bytes) {
             return Err(ConfigError::MaxPacketSize);
         }
-        if self.protocol == ProtocolVersion::V311 && self.client_id.is_empty() && !self.clean_start {
-            return Err(ConfigError::EmptyClientIdWithoutCleanSession);
-        }
         if let Some(will) = &self.will {
             topic::validate_topic_name(&will.topic).map_err(ConfigError::WillTopic)?;
         }
-        // Every later CONNECT differs only in Clean Start and possibly an assigned client id.
-        let connect = self.connect_packet(self.clean_start, &self.client_id);
+        self.validate_client_id(&self.client_id)
+    }
+
+    /// Checks that a client of this config may connect as `client_id` (each client of a
+    /// fleet sharing the config may carry its own id).
+    pub fn validate_client_id(&self, client_id: &str) -> Result<(), ConfigError> {
+        if self.protocol == ProtocolVersion::V311 && client_id.is_empty() && !self.clean_start {
+            return Err(ConfigError::EmptyClientIdWithoutCleanSession);
+        }
+        // Every later CONNECT differs only in Clean Start and possibly a server-assigned id.
+        let connect = self.connect_packet(self.clean_start, client_id);
         codec::encoded_len(&connect, self.protocol).map_err(ConfigError::Connect)?;
         Ok(())
     }

@@ -35,9 +35,12 @@
 //!   packet id until the server releases it with PUBREL.
 //!
 //! # Memory
-//! Up to a million clients live at once in the simulator, so a `Client` is small (see the size
-//! test) and idle clients hold no heap memory besides the shared config: queues are released
-//! when they drain.
+//! Up to a million clients live at once in the simulator, so a `Client` is small (472 bytes on
+//! x86-64; the size test bounds it at 512) and idle clients hold no heap memory besides the
+//! shared config ([`Client::with_shared_config`], with [`Client::with_client_id`] per device):
+//! queues and buffers are released when they drain, and rarely used state (subscribe requests,
+//! topic aliases, unreleased inbound QoS 2 ids) lives behind one optional box. The reconnect
+//! rng is rebuilt per draw from the seed and a counter instead of being stored.
 
 mod backoff;
 mod config;
@@ -286,19 +289,21 @@ struct Request {
 
 /// State few clients need at any moment, boxed so that the common client pays one pointer for
 /// it: requests exist between a subscribe and its ack, aliases only where the server uses them,
-/// an assigned id only where the configured id is empty.
+/// unreleased ids between an inbound QoS 2 PUBLISH and its PUBREL.
 #[derive(Debug, Default)]
 struct Occasional {
     requests: VecDeque<Request>,
     /// Inbound topic aliases of this connection, index `alias - 1`; allocated on first use.
     inbound_topic_aliases: Vec<String>,
-    /// Server-assigned client identifier (v5), used by every later CONNECT.
-    assigned_client_id: Option<String>,
+    /// Inbound QoS 2 packet ids delivered and awaiting PUBREL (duplicate suppression).
+    inbound_unreleased: FxHashSet<PacketId>,
 }
 
 impl Occasional {
     fn is_empty(&self) -> bool {
-        self.requests.is_empty() && self.inbound_topic_aliases.is_empty() && self.assigned_client_id.is_none()
+        self.requests.is_empty()
+            && self.inbound_topic_aliases.is_empty()
+            && self.inbound_unreleased.is_empty()
     }
 }
 
@@ -323,9 +328,10 @@ pub struct Client {
     events: VecDeque<ClientEvent>,
     pending: VecDeque<PendingPublish>,
     inflight: InflightQueue<InflightPublish>,
-    /// Inbound QoS 2 packet ids delivered and awaiting PUBREL (duplicate suppression).
-    inbound_unreleased: FxHashSet<PacketId>,
-    /// Requests, topic aliases and an assigned id; `None` whenever all are empty.
+    /// This client's own identifier when it is not the config's: a fleet shares one config
+    /// while every device has its own id, and a v5 server may assign one.
+    client_id: Option<Box<str>>,
+    /// Requests, topic aliases and unreleased inbound ids; `None` whenever all are empty.
     occasional: Option<Box<Occasional>>,
     stats: ClientStats,
 }
@@ -366,10 +372,23 @@ impl Client {
             events: VecDeque::new(),
             pending: VecDeque::new(),
             inflight: InflightQueue::default(),
-            inbound_unreleased: FxHashSet::default(),
+            client_id: None,
             occasional: None,
             stats: ClientStats::default(),
         }
+    }
+
+    /// Gives this client its own identifier instead of the config's (a simulated fleet shares
+    /// one config). Panics when the id makes the CONNECT invalid (see
+    /// [`ClientConfig::validate_client_id`]); call before `connect`.
+    pub fn with_client_id(mut self, client_id: impl Into<Box<str>>) -> Client {
+        let client_id = client_id.into();
+        if let Err(error) = self.config.validate_client_id(&client_id) {
+            panic!("invalid client id {client_id:?}: {error}");
+        }
+        assert_eq!(self.connection, Connection::Idle, "set the client id before connecting");
+        self.client_id = Some(client_id);
+        self
     }
 
     pub fn config(&self) -> &Arc<ClientConfig> {
@@ -621,14 +640,10 @@ impl Client {
         usize::from(self.config.inflight_limit.min(self.negotiated.server_receive_maximum)).min(id_space)
     }
 
-    /// The client identifier the next CONNECT carries (the server-assigned one if any).
+    /// The client identifier the next CONNECT carries: this client's own, the server-assigned
+    /// one, or the config's.
     pub fn client_id(&self) -> &str {
-        let assigned =
-            self.occasional.as_ref().and_then(|occasional| occasional.assigned_client_id.as_deref());
-        match assigned {
-            Some(assigned) if self.config.client_id.is_empty() => assigned,
-            _ => &self.config.client_id,
-        }
+        self.client_id.as_deref().unwrap_or(&self.config.client_id)
     }
 
     /// The keep-alive in force: the server's (v5 Server Keep Alive) or ours; `None` when off.
@@ -950,8 +965,12 @@ impl Client {
             maximum_qos: properties.maximum_qos.unwrap_or(QoS::ExactlyOnce),
             retain_available: properties.retain_available.unwrap_or(true),
         };
-        if let Some(assigned) = properties.assigned_client_identifier {
-            self.occasional.get_or_insert_default().assigned_client_id = Some(assigned);
+        // A server assigns an id only to a client that sent none (spec 3.2.2.3.7); every later
+        // CONNECT must carry it to find the session again.
+        if let Some(assigned) = properties.assigned_client_identifier
+            && self.client_id().is_empty()
+        {
+            self.client_id = Some(assigned.into_boxed_str());
         }
         self.connection = Connection::Connected { ping_sent_at: None };
         self.backoff_attempt = 0;
@@ -965,7 +984,11 @@ impl Client {
             self.retransmit_inflight(now);
         } else {
             self.requeue_inflight();
-            self.inbound_unreleased = FxHashSet::default();
+            // The server's half of the exchanges went with its session.
+            if let Some(occasional) = &mut self.occasional {
+                occasional.inbound_unreleased = FxHashSet::default();
+            }
+            self.release_occasional_if_empty();
         }
         // Requests are idempotent: re-send any the previous connection left unacked.
         for request in self.occasional.iter().flat_map(|occasional| occasional.requests.iter()) {
@@ -1038,16 +1061,19 @@ impl Client {
                 self.send_reply(now, &Packet::PubAck(PubReply::success(packet_id)));
             }
             (QoS::ExactlyOnce, Some(packet_id)) => {
-                if self.inbound_unreleased.contains(&packet_id) {
+                let receive_maximum = usize::from(self.config.receive_maximum);
+                let unreleased = &mut self.occasional.get_or_insert_default().inbound_unreleased;
+                if unreleased.contains(&packet_id) {
                     // A retransmission before PUBREL: acknowledge again, deliver never twice.
                     self.stats.duplicates_suppressed += 1;
                 } else {
-                    if self.inbound_unreleased.len() >= usize::from(self.config.receive_maximum) {
+                    if unreleased.len() >= receive_maximum {
                         // The server exceeded the Receive Maximum we advertised (spec 3.3.4).
+                        self.release_occasional_if_empty();
                         self.protocol_error(now, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
                         return;
                     }
-                    self.inbound_unreleased.insert(packet_id);
+                    unreleased.insert(packet_id);
                     self.deliver(publish);
                 }
                 self.send_reply(now, &Packet::PubRec(PubReply::success(packet_id)));
@@ -1164,10 +1190,15 @@ impl Client {
 
     fn handle_pubrel(&mut self, now: Time, reply: PubReply) {
         let packet_id = reply.packet_id;
-        let reason_code = if self.inbound_unreleased.remove(&packet_id) {
-            if self.inbound_unreleased.is_empty() {
-                self.inbound_unreleased = FxHashSet::default();
+        let released = self.occasional.as_mut().is_some_and(|occasional| {
+            let removed = occasional.inbound_unreleased.remove(&packet_id);
+            if occasional.inbound_unreleased.is_empty() {
+                occasional.inbound_unreleased = FxHashSet::default();
             }
+            removed
+        });
+        self.release_occasional_if_empty();
+        let reason_code = if released {
             ReasonCode::SUCCESS
         } else if self.config.protocol == ProtocolVersion::V5 {
             ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
@@ -1176,7 +1207,9 @@ impl Client {
         };
         let pubcomp = PubReply { packet_id, reason_code, properties: Properties::default() };
         self.send_reply(now, &Packet::PubComp(pubcomp));
-        assert!(!self.inbound_unreleased.contains(&packet_id));
+        let still_unreleased =
+            self.occasional.as_ref().is_some_and(|o| o.inbound_unreleased.contains(&packet_id));
+        assert!(!still_unreleased);
     }
 
     fn complete_request(

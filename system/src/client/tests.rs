@@ -776,6 +776,23 @@ fn shared_config_clients_are_independent() {
     assert!(!second.is_connected());
     assert_eq!(second.poll_timeout(), None);
     assert!(Arc::ptr_eq(first.config(), second.config()));
+    // Each device of a fleet connects under its own id while sharing the config.
+    let mut device = Harness::new(config(ProtocolVersion::V311));
+    device.client = Client::with_shared_config(Arc::clone(&shared), 3).with_client_id("device-77");
+    device.protocol = ProtocolVersion::V5;
+    assert_eq!(device.client.client_id(), "device-77");
+    device.client.connect(device.now);
+    assert_eq!(device.open_transport().client_id, "device-77");
+    // A v5 server's assigned id is ignored for a client that sent its own.
+    device.receive(connack_with(Properties {
+        assigned_client_identifier: Some("other".into()),
+        ..Properties::default()
+    }));
+    assert_eq!(device.client.client_id(), "device-77");
+    assert!(matches!(
+        shared.validate_client_id("nul\0char"),
+        Err(ConfigError::Connect(EncodeError::NullCharacter { .. }))
+    ));
 }
 
 #[test]
@@ -973,7 +990,6 @@ fn client_stays_small_and_idle_clients_hold_no_buffers() {
     assert_eq!(client.events.capacity(), 0);
     assert_eq!(client.pending.capacity(), 0);
     assert!(client.inflight.is_empty());
-    assert_eq!(client.inbound_unreleased.capacity(), 0);
     assert!(client.occasional.is_none());
 }
 
