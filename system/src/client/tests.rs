@@ -1341,3 +1341,212 @@ fn a_shrinking_server_window_retransmits_everything_and_then_waits() {
         Err(PublishError::QueueFull { limit: 2 })
     );
 }
+
+#[test]
+fn inbound_packet_above_our_maximum_is_refused_with_packet_too_large() {
+    let mut harness = Harness::new(ClientConfig { max_packet_size_bytes: 64, ..config(ProtocolVersion::V5) });
+    harness.establish(false);
+    let big = inbound_publish(QoS::AtMostOnce, None, "t", &[0u8; 100]);
+    let mut bytes = BytesMut::new();
+    codec::encode(&Packet::Publish(big), ProtocolVersion::V5, &mut bytes).unwrap();
+    // Only the fixed header arrives: the size is known and refused before the body is buffered.
+    harness.client.handle_bytes(harness.now, &bytes[..2]);
+    assert_eq!(
+        harness.sent(),
+        vec![Packet::Disconnect(Disconnect::with_reason(ReasonCode::PACKET_TOO_LARGE))]
+    );
+    assert_eq!(
+        harness.events(),
+        vec![ClientEvent::CloseTransport, ClientEvent::Disconnected { reason: None }]
+    );
+    assert_eq!(harness.client.read_buffer.capacity(), 0);
+}
+
+/// One step of a misbehaving server: any packet a server could put on the wire, with ids and
+/// reason codes from small pools so that they collide with the client's state.
+#[derive(Clone, Debug)]
+enum Chaos {
+    Publish { qos: QoS },
+    Subscribe,
+    TransportLost,
+    Advance { millis: u64 },
+    Server(Packet),
+}
+
+fn chaos_packet() -> impl Strategy<Value = Packet> {
+    let packet_id = (1u16..6).prop_map(id);
+    let reason = prop_oneof![
+        5 => Just(ReasonCode::SUCCESS),
+        1 => Just(ReasonCode::GRANTED_QOS_1),
+        1 => Just(ReasonCode::NO_MATCHING_SUBSCRIBERS),
+        1 => Just(ReasonCode::UNSPECIFIED_ERROR),
+        1 => Just(ReasonCode::PACKET_IDENTIFIER_NOT_FOUND),
+        1 => Just(ReasonCode::QUOTA_EXCEEDED),
+    ];
+    let reply = (packet_id.clone(), reason.clone()).prop_map(|(packet_id, reason_code)| PubReply {
+        packet_id,
+        reason_code,
+        properties: Properties::default(),
+    });
+    let connack_properties = (
+        proptest::option::of(0u16..3),
+        proptest::option::of(0u32..200),
+        proptest::option::of(0u16..3),
+        proptest::option::of(prop_oneof![Just(QoS::AtMostOnce), Just(QoS::AtLeastOnce)]),
+        proptest::option::of("[a-z]{0,3}"),
+    );
+    let connack = (
+        any::<bool>(),
+        prop_oneof![Just(ReasonCode::SUCCESS), Just(ReasonCode::NOT_AUTHORIZED)],
+        connack_properties,
+    )
+        .prop_map(|(session_present, reason_code, properties)| {
+            let (receive_maximum, maximum_packet_size, server_keep_alive_secs, maximum_qos, assigned) =
+                properties;
+            let properties = Properties {
+                receive_maximum,
+                maximum_packet_size,
+                server_keep_alive_secs,
+                maximum_qos,
+                assigned_client_identifier: assigned,
+                ..Properties::default()
+            };
+            Packet::ConnAck(ConnAck { session_present, reason_code, properties })
+        });
+    let publish = (
+        prop_oneof![Just(QoS::AtMostOnce), Just(QoS::AtLeastOnce), Just(QoS::ExactlyOnce)],
+        packet_id.clone(),
+        any::<bool>(),
+        proptest::option::weighted(0.2, 1u16..4),
+        prop_oneof![1 => Just(String::new()), 9 => Just("t".to_owned())],
+    )
+        .prop_map(|(qos, packet_id, dup, topic_alias, topic)| {
+            Packet::Publish(Publish {
+                dup: dup && qos != QoS::AtMostOnce,
+                qos,
+                retain: false,
+                topic,
+                packet_id: (qos != QoS::AtMostOnce).then_some(packet_id),
+                properties: Properties { topic_alias, ..Properties::default() },
+                payload: Bytes::from_static(b"p"),
+            })
+        });
+    let suback = (packet_id.clone(), proptest::collection::vec(reason.clone(), 0..3)).prop_map(
+        |(packet_id, reason_codes)| {
+            Packet::SubAck(SubAck { packet_id, reason_codes, properties: Properties::default() })
+        },
+    );
+    let unsuback =
+        (packet_id, proptest::collection::vec(reason, 0..3)).prop_map(|(packet_id, reason_codes)| {
+            Packet::UnsubAck(UnsubAck { packet_id, reason_codes, properties: Properties::default() })
+        });
+    // Weighted towards what keeps a connection alive, so runs reach deep states.
+    prop_oneof![
+        1 => connack,
+        6 => publish,
+        6 => reply.clone().prop_map(Packet::PubAck),
+        6 => reply.clone().prop_map(Packet::PubRec),
+        4 => reply.clone().prop_map(Packet::PubRel),
+        6 => reply.prop_map(Packet::PubComp),
+        2 => suback,
+        1 => unsuback,
+        2 => Just(Packet::PingResp),
+        1 => Just(Packet::PingReq),
+        1 => Just(Packet::Disconnect(Disconnect::with_reason(ReasonCode::SERVER_BUSY))),
+    ]
+}
+
+fn chaos_strategy() -> impl Strategy<Value = Chaos> {
+    prop_oneof![
+        3 => prop_oneof![Just(QoS::AtMostOnce), Just(QoS::AtLeastOnce), Just(QoS::ExactlyOnce)]
+            .prop_map(|qos| Chaos::Publish { qos }),
+        1 => Just(Chaos::Subscribe),
+        1 => Just(Chaos::TransportLost),
+        2 => (0u64..30_000).prop_map(|millis| Chaos::Advance { millis }),
+        8 => chaos_packet().prop_map(Chaos::Server),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
+
+    /// Whatever a server sends, in whatever state, the client never panics, reports each
+    /// publish at most once and never forgets one.
+    #[test]
+    fn a_misbehaving_server_never_breaks_the_client(
+        steps in proptest::collection::vec(chaos_strategy(), 1..60),
+        protocol in prop_oneof![Just(ProtocolVersion::V311), Just(ProtocolVersion::V5)],
+        topic_alias_maximum in 0u16..3,
+    ) {
+        let mut harness = Harness::new(ClientConfig {
+            inflight_limit: 3,
+            pending_publishes_limit: 4,
+            topic_alias_maximum,
+            ..config(protocol)
+        });
+        let mut accepted = BTreeSet::new();
+        let mut completed = BTreeSet::new();
+        harness.client.connect(harness.now);
+        for step in steps {
+            let now = harness.now;
+            match step {
+                Chaos::Publish { qos } => {
+                    if let Ok(token) = harness.client.publish(now, OutgoingPublish::new("t", &b"x"[..], qos)) {
+                        accepted.insert(token);
+                    }
+                }
+                Chaos::Subscribe => {
+                    let subscription = Subscription {
+                        topic_filter: "t/#".into(),
+                        options: SubscriptionOptions::with_qos(QoS::ExactlyOnce),
+                    };
+                    let _ = harness.client.subscribe(now, vec![subscription]);
+                }
+                Chaos::TransportLost => harness.client.handle_transport_lost(now),
+                Chaos::Advance { millis } => harness.advance(Duration::from_millis(millis)),
+                Chaos::Server(packet) => {
+                    let mut bytes = BytesMut::new();
+                    // Packets this protocol version cannot carry are skipped, not sent.
+                    if codec::encode(&packet, protocol, &mut bytes).is_ok() {
+                        harness.client.handle_bytes(now, &bytes);
+                    }
+                }
+            }
+            // Drain until quiet: answering OpenTransport produces more events.
+            loop {
+                let events = harness.events();
+                if events.is_empty() {
+                    break;
+                }
+                for event in events {
+                    match event {
+                        ClientEvent::OpenTransport => {
+                            // The server accepts most connects; chaos CONNACKs come on top.
+                            harness.client.handle_transport_connected(harness.now);
+                            harness.sent();
+                            let session_present = protocol == ProtocolVersion::V5 && harness.client.connected_before;
+                            let mut bytes = BytesMut::new();
+                            codec::encode(&connack(session_present), protocol, &mut bytes).unwrap();
+                            harness.client.handle_bytes(harness.now, &bytes);
+                        }
+                        ClientEvent::PublishSent { token }
+                        | ClientEvent::PublishAcked { token, .. }
+                        | ClientEvent::PublishFailed { token, .. } => {
+                            prop_assert!(accepted.contains(&token));
+                            prop_assert!(completed.insert(token), "token {:?} reported twice", token);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            // Whatever the client wrote must be well-formed.
+            harness.sent();
+            let client = &harness.client;
+            let mut accounted = completed.clone();
+            accounted.extend(client.pending.iter().map(|pending| pending.token));
+            accounted.extend(client.inflight.iter().map(|(_, entry)| entry.token));
+            prop_assert_eq!(&accounted, &accepted, "a publish was forgotten");
+            prop_assert_eq!(accounted.len(), completed.len() + client.pending_len() + client.inflight_len());
+        }
+    }
+}
