@@ -41,6 +41,9 @@ use crate::mqtt::codec::{self, DecodeError};
 use crate::mqtt::{Packet, ProtocolVersion, ReasonCode};
 use crate::time::Time;
 
+/// The property identifier of Topic Alias (spec 3.3.2.3.4).
+const TOPIC_ALIAS_PROPERTY_ID: u8 = 0x23;
+
 /// Identifies one transport connection; chosen by the driver, unique for the broker's lifetime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnectionId(pub u64);
@@ -337,7 +340,14 @@ impl Broker {
         first_packet_type: u8,
         connect_level: Option<u8>,
     ) {
-        let reason = error.reason_code();
+        let reason = match error {
+            // A Topic Alias of 0 is as invalid as one above the maximum (MQTT-3.3.2-8): the spec's
+            // specific code says which field is wrong.
+            DecodeError::InvalidPropertyValue { id: TOPIC_ALIAS_PROPERTY_ID, .. } if !awaiting_connect => {
+                ReasonCode::TOPIC_ALIAS_INVALID
+            }
+            _ => error.reason_code(),
+        };
         let reason = if reason.is_error() { reason } else { ReasonCode::MALFORMED_PACKET };
         self.stats.count_protocol_error(reason);
         if !awaiting_connect {

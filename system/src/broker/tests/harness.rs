@@ -89,7 +89,10 @@ pub fn subscribe_with(
     Packet::Subscribe(Subscribe {
         packet_id: pid(packet_id),
         subscriptions: vec![Subscription { topic_filter: filter.to_string(), options }],
-        properties: Properties { subscription_identifiers: identifier.into_iter().collect(), ..Properties::default() },
+        properties: Properties {
+            subscription_identifiers: identifier.into_iter().collect(),
+            ..Properties::default()
+        },
     })
 }
 
@@ -132,9 +135,14 @@ impl Harness {
         let connection = self.open();
         self.pipes.get_mut(&connection).expect("opened").version = Some(connect.protocol);
         self.send(connection, &Packet::Connect(Box::new(connect)));
-        let packets = self.take(connection);
-        match packets.first() {
-            Some(Packet::ConnAck(connack)) => (connection, connack.clone()),
+        // What follows the CONNACK (retransmissions, queued messages) stays for the caller.
+        let pipe = self.pipes.get_mut(&connection).expect("opened");
+        match pipe.packets.first() {
+            Some(Packet::ConnAck(connack)) => {
+                let connack = connack.clone();
+                pipe.packets.remove(0);
+                (connection, connack)
+            }
             other => panic!("expected CONNACK, got {other:?}"),
         }
     }
@@ -146,6 +154,15 @@ impl Harness {
         }
         let (connection, connack) = self.connect_with(connect);
         assert_eq!(connack.reason_code.0, 0, "CONNACK for {client_id}: {connack:?}");
+        connection
+    }
+
+    /// A v5 client with a clean session whose keep-alive (the broker's maximum) outlasts any test.
+    pub fn connect_idle(&mut self, client_id: &str) -> ConnectionId {
+        let mut connect = connect_packet(client_id, ProtocolVersion::V5, true);
+        connect.keep_alive_secs = 0;
+        let (connection, connack) = self.connect_with(connect);
+        assert_eq!(connack.reason_code.0, 0);
         connection
     }
 
@@ -235,9 +252,8 @@ impl Harness {
             match publish.qos {
                 QoS::AtMostOnce => {}
                 QoS::AtLeastOnce => self.send(connection, &puback(publish.packet_id.expect("QoS 1"))),
-                QoS::ExactlyOnce => {
-                    self.send(connection, &Packet::PubRec(PubReply::success(publish.packet_id.expect("QoS 2"))))
-                }
+                QoS::ExactlyOnce => self
+                    .send(connection, &Packet::PubRec(PubReply::success(publish.packet_id.expect("QoS 2")))),
             }
         }
     }

@@ -48,13 +48,18 @@ fn qos1_round_trip_acknowledges_the_publisher_and_delivers_once() {
         let subscriber = h.connect("sub", version, true);
         h.send(subscriber, &subscribe(1, "a/+", QoS::AtLeastOnce));
         let suback = h.take(subscriber);
-        assert!(matches!(&suback[..], [Packet::SubAck(ack)] if ack.reason_codes == vec![ReasonCode::GRANTED_QOS_1]));
+        assert!(
+            matches!(&suback[..], [Packet::SubAck(ack)] if ack.reason_codes == vec![ReasonCode::GRANTED_QOS_1])
+        );
         let publisher = h.connect("pub", version, true);
         h.send(publisher, &publish("a/b", QoS::AtLeastOnce, Some(7), b"hello"));
         assert_eq!(h.take(publisher), vec![puback(pid(7))]);
         let delivered = h.take(subscriber);
         let publish = publishes(&delivered)[0].clone();
-        assert_eq!((publish.qos, &publish.topic[..], &publish.payload[..]), (QoS::AtLeastOnce, "a/b", &b"hello"[..]));
+        assert_eq!(
+            (publish.qos, &publish.topic[..], &publish.payload[..]),
+            (QoS::AtLeastOnce, "a/b", &b"hello"[..])
+        );
         assert!(!publish.dup && !publish.retain);
         h.send(subscriber, &puback(publish.packet_id.unwrap()));
         assert_eq!(h.broker.session_backlog("sub"), Some((0, 0)));
@@ -71,7 +76,9 @@ fn puback_says_no_matching_subscribers_in_v5_only() {
     let v5 = h.connect("p5", V5, true);
     h.send(v5, &publish("nobody/home", QoS::AtLeastOnce, Some(1), b"x"));
     let reply = h.take(v5);
-    assert!(matches!(&reply[..], [Packet::PubAck(ack)] if ack.reason_code == ReasonCode::NO_MATCHING_SUBSCRIBERS));
+    assert!(
+        matches!(&reply[..], [Packet::PubAck(ack)] if ack.reason_code == ReasonCode::NO_MATCHING_SUBSCRIBERS)
+    );
     let v3 = h.connect("p3", V311, true);
     h.send(v3, &publish("nobody/home", QoS::AtLeastOnce, Some(1), b"x"));
     assert_eq!(h.take(v3), vec![puback(pid(1))]);
@@ -87,12 +94,16 @@ fn qos2_exactly_once_survives_a_retransmitted_publish_with_dup() {
     h.send(publisher, &publish("q2", QoS::ExactlyOnce, Some(5), b"once"));
     assert!(matches!(&h.take(publisher)[..], [Packet::PubRec(rec)] if rec.packet_id == pid(5)));
     // The publisher did not see PUBREC and resends with DUP: acknowledged again, not re-routed.
-    let Packet::Publish(mut again) = publish("q2", QoS::ExactlyOnce, Some(5), b"once") else { unreachable!() };
+    let Packet::Publish(mut again) = publish("q2", QoS::ExactlyOnce, Some(5), b"once") else {
+        unreachable!()
+    };
     again.dup = true;
     h.send(publisher, &Packet::Publish(again));
     assert!(matches!(&h.take(publisher)[..], [Packet::PubRec(rec)] if rec.packet_id == pid(5)));
     h.send(publisher, &Packet::PubRel(PubReply::success(pid(5))));
-    assert!(matches!(&h.take(publisher)[..], [Packet::PubComp(comp)] if comp.reason_code == ReasonCode::SUCCESS));
+    assert!(
+        matches!(&h.take(publisher)[..], [Packet::PubComp(comp)] if comp.reason_code == ReasonCode::SUCCESS)
+    );
     // After PUBCOMP the id is free: the same id is a new message.
     h.send(publisher, &publish("q2", QoS::ExactlyOnce, Some(5), b"twice"));
     h.take(publisher);
@@ -108,7 +119,9 @@ fn qos2_exactly_once_survives_a_retransmitted_publish_with_dup() {
     assert_eq!(h.broker.session_backlog("sub"), Some((1, 0)));
     // PUBREL for an unknown id gets PUBCOMP 0x92 in v5.
     h.send(publisher, &Packet::PubRel(PubReply::success(pid(77))));
-    assert!(matches!(&h.take(publisher)[..], [Packet::PubComp(comp)] if comp.reason_code == ReasonCode::PACKET_IDENTIFIER_NOT_FOUND));
+    assert!(
+        matches!(&h.take(publisher)[..], [Packet::PubComp(comp)] if comp.reason_code == ReasonCode::PACKET_IDENTIFIER_NOT_FOUND)
+    );
 }
 
 #[test]
@@ -205,7 +218,10 @@ fn queue_bound_drop_oldest_keeps_the_newest_and_counts() {
     let (delivered, h) = queue_bound(QueueFullPolicy::DropOldest);
     assert_eq!(delivered, vec![b"m3".to_vec(), b"m4".to_vec()]);
     assert_eq!(h.broker.stats().dropped(DropReason::QueueFullDropOldest), 2);
-    assert!(h.events.iter().any(|event| matches!(event, BrokerEvent::MessageDropped { reason: DropReason::QueueFullDropOldest, .. })));
+    assert!(h.events.iter().any(|event| matches!(
+        event,
+        BrokerEvent::MessageDropped { reason: DropReason::QueueFullDropOldest, .. }
+    )));
 }
 
 #[test]
@@ -232,7 +248,9 @@ fn keep_alive_timeout_closes_with_0x8d_and_publishes_the_will() {
     assert!(!h.is_closed(dev), "14 s after the PINGREQ is within 1.5 x 10 s");
     h.advance(Duration::from_secs(2));
     assert!(h.is_closed(dev));
-    assert!(matches!(&h.take(dev)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::KEEP_ALIVE_TIMEOUT));
+    assert!(
+        matches!(&h.take(dev)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::KEEP_ALIVE_TIMEOUT)
+    );
     assert_eq!(payloads(&h.take(watcher)), vec![b"gone".to_vec()]);
     assert_eq!(h.broker.stats().keep_alive_timeouts, 1);
     assert_eq!(h.broker.stats().wills_published, 1);
@@ -241,10 +259,12 @@ fn keep_alive_timeout_closes_with_0x8d_and_publishes_the_will() {
 #[test]
 fn normal_disconnect_publishes_no_will_and_0x04_does() {
     let mut h = harness();
-    let watcher = h.connect("watcher", V5, true);
+    let watcher = h.connect_idle("watcher");
     h.send(watcher, &subscribe(1, "wills/#", QoS::AtMostOnce));
     h.take(watcher);
-    for (reason, expect_will) in [(ReasonCode::NORMAL_DISCONNECTION, false), (ReasonCode::DISCONNECT_WITH_WILL_MESSAGE, true)] {
+    for (reason, expect_will) in
+        [(ReasonCode::NORMAL_DISCONNECTION, false), (ReasonCode::DISCONNECT_WITH_WILL_MESSAGE, true)]
+    {
         let mut connect = connect_packet("dev", V5, true);
         connect.will = Some(will("wills/dev", b"bye", None));
         let (dev, _) = h.connect_with(connect);
@@ -263,7 +283,7 @@ fn normal_disconnect_publishes_no_will_and_0x04_does() {
 #[test]
 fn will_delay_is_cancelled_by_a_reconnect_and_fires_otherwise() {
     let mut h = harness();
-    let watcher = h.connect("watcher", V5, true);
+    let watcher = h.connect_idle("watcher");
     h.send(watcher, &subscribe(1, "wills/#", QoS::AtMostOnce));
     h.take(watcher);
     let with_delayed_will = |delay: u32| {
@@ -278,7 +298,8 @@ fn will_delay_is_cancelled_by_a_reconnect_and_fires_otherwise() {
     let (dev, connack) = h.connect_with(with_delayed_will(30));
     assert!(connack.session_present);
     h.advance(Duration::from_secs(60));
-    assert!(h.take(watcher).is_empty(), "reconnect within the delay cancels the will");
+    let seen = h.take(watcher);
+    assert!(seen.is_empty(), "reconnect within the delay cancels the will: {seen:?}");
     assert_eq!(h.broker.stats().wills_discarded, 1);
     h.lose(dev);
     h.advance(Duration::from_secs(29));
@@ -291,7 +312,7 @@ fn will_delay_is_cancelled_by_a_reconnect_and_fires_otherwise() {
 #[test]
 fn will_delay_longer_than_session_expiry_fires_when_the_session_ends() {
     let mut h = harness();
-    let watcher = h.connect("watcher", V5, true);
+    let watcher = h.connect_idle("watcher");
     h.send(watcher, &subscribe(1, "wills/#", QoS::AtMostOnce));
     h.take(watcher);
     let mut connect = connect_packet("dev", V5, false);
@@ -305,7 +326,11 @@ fn will_delay_longer_than_session_expiry_fires_when_the_session_ends() {
     assert_eq!(payloads(&h.take(watcher)), vec![b"expired".to_vec()]);
     assert_eq!(h.broker.session_count(), 1, "only the watcher's session is left");
     assert_eq!(h.broker.stats().sessions_expired, 1);
-    assert!(h.events.iter().any(|event| matches!(event, BrokerEvent::SessionExpired { client_id } if &**client_id == "dev")));
+    assert!(
+        h.events
+            .iter()
+            .any(|event| matches!(event, BrokerEvent::SessionExpired { client_id } if &**client_id == "dev"))
+    );
 }
 
 #[test]
@@ -317,7 +342,9 @@ fn takeover_closes_the_old_connection_with_0x8e_and_keeps_the_session() {
     let (new, connack) = h.connect_with(connect_packet("dev", V5, false));
     assert!(connack.session_present);
     assert!(h.is_closed(old));
-    assert!(matches!(&h.take(old)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::SESSION_TAKEN_OVER));
+    assert!(
+        matches!(&h.take(old)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::SESSION_TAKEN_OVER)
+    );
     let publisher = h.connect("ops", V311, true);
     h.send(publisher, &publish("t", QoS::AtLeastOnce, Some(1), b"to-new"));
     assert_eq!(payloads(&h.take(new)), vec![b"to-new".to_vec()]);
@@ -346,7 +373,10 @@ fn retained_messages_are_set_replaced_cleared_and_follow_retain_handling() {
     assert!(retained.iter().all(|publish| publish.retain && publish.qos == QoS::AtMostOnce));
     h.ack_all(subscriber, &got);
 
-    let options = |retain_handling| SubscriptionOptions { retain_handling, ..SubscriptionOptions::with_qos(QoS::AtMostOnce) };
+    let options = |retain_handling| SubscriptionOptions {
+        retain_handling,
+        ..SubscriptionOptions::with_qos(QoS::AtMostOnce)
+    };
     h.send(subscriber, &subscribe_with(2, "state/+", options(RetainHandling::SendAtSubscribeIfNew), None));
     assert_eq!(payloads(&h.take(subscriber)).len(), 0, "existing subscription: nothing with handling 1");
     h.send(subscriber, &subscribe_with(3, "state/a", options(RetainHandling::SendAtSubscribeIfNew), None));
@@ -371,7 +401,8 @@ fn retained_messages_are_set_replaced_cleared_and_follow_retain_handling() {
 fn retain_as_published_keeps_the_flag_on_live_messages() {
     let mut h = harness();
     let subscriber = h.connect("sub", V5, true);
-    let options = SubscriptionOptions { retain_as_published: true, ..SubscriptionOptions::with_qos(QoS::AtMostOnce) };
+    let options =
+        SubscriptionOptions { retain_as_published: true, ..SubscriptionOptions::with_qos(QoS::AtMostOnce) };
     h.send(subscriber, &subscribe_with(1, "r", options, None));
     h.take(subscriber);
     let publisher = h.connect("pub", V5, true);
@@ -390,7 +421,9 @@ fn retained_store_bound_rejects_new_topics_with_0x97_for_qos1_v5() {
         publish.packet_id = Some(pid(3));
     }
     h.send(publisher, &second);
-    assert!(matches!(&h.take(publisher)[..], [Packet::PubAck(ack)] if ack.reason_code == ReasonCode::QUOTA_EXCEEDED));
+    assert!(
+        matches!(&h.take(publisher)[..], [Packet::PubAck(ack)] if ack.reason_code == ReasonCode::QUOTA_EXCEEDED)
+    );
     h.send(publisher, &retained_publish("r/1", b"replaced"));
     assert_eq!(h.broker.stats().dropped(DropReason::RetainedStoreFull), 1);
     assert_eq!(h.broker.stats().retained_messages_current, 1);
@@ -442,9 +475,15 @@ fn shared_subscription_delivers_each_message_to_one_member_round_robin() {
     assert_eq!(counts, vec![2, 2, 2]);
     assert_eq!(payloads(&h.take(plain)).len(), 6, "non-shared subscribers get every message");
     // Unsubscribing from a shared filter works by the full filter.
-    let unsubscribe = Unsubscribe { packet_id: pid(9), topic_filters: vec!["$share/g/jobs/+".into()], properties: Properties::default() };
+    let unsubscribe = Unsubscribe {
+        packet_id: pid(9),
+        topic_filters: vec!["$share/g/jobs/+".into()],
+        properties: Properties::default(),
+    };
     h.send(members[0], &Packet::Unsubscribe(unsubscribe));
-    assert!(matches!(&h.take(members[0])[..], [Packet::UnsubAck(ack)] if ack.reason_codes == vec![ReasonCode::SUCCESS]));
+    assert!(
+        matches!(&h.take(members[0])[..], [Packet::UnsubAck(ack)] if ack.reason_codes == vec![ReasonCode::SUCCESS])
+    );
 }
 
 #[test]
@@ -489,7 +528,9 @@ fn message_expiry_drops_stale_queued_messages_and_reduces_the_interval() {
     h.lose(subscriber);
     let publisher = h.connect("pub", V5, true);
     for (index, expiry) in [(1u16, 5u32), (2, 60)] {
-        let Packet::Publish(mut packet) = publish("e", QoS::AtLeastOnce, Some(index), b"m") else { unreachable!() };
+        let Packet::Publish(mut packet) = publish("e", QoS::AtLeastOnce, Some(index), b"m") else {
+            unreachable!()
+        };
         packet.properties.message_expiry_interval_secs = Some(expiry);
         h.send(publisher, &Packet::Publish(packet));
     }
@@ -537,7 +578,9 @@ fn inbound_topic_alias_maps_and_resolves() {
     h.send(subscriber, &subscribe(1, "long/topic/name", QoS::AtMostOnce));
     h.take(subscriber);
     let publisher = h.connect("pub", V5, true);
-    let Packet::Publish(mut first) = publish("long/topic/name", QoS::AtMostOnce, None, b"set") else { unreachable!() };
+    let Packet::Publish(mut first) = publish("long/topic/name", QoS::AtMostOnce, None, b"set") else {
+        unreachable!()
+    };
     first.properties.topic_alias = Some(3);
     h.send(publisher, &Packet::Publish(first.clone()));
     first.topic.clear();
@@ -566,7 +609,10 @@ fn max_packet_size_is_enforced_inbound_and_outbound() {
     h.send(publisher, &publish("m", QoS::AtMostOnce, None, &[b'y'; 200]));
     assert!(h.is_closed(publisher));
     let tail = h.take(publisher);
-    assert!(matches!(tail.last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::PACKET_TOO_LARGE), "{tail:?}");
+    assert!(
+        matches!(tail.last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::PACKET_TOO_LARGE),
+        "{tail:?}"
+    );
 }
 
 #[test]
@@ -575,10 +621,17 @@ fn unsubscribe_reports_per_filter_codes() {
     let client = h.connect("c", V5, true);
     h.send(client, &subscribe(1, "a", QoS::AtMostOnce));
     h.take(client);
-    let unsubscribe = Unsubscribe { packet_id: pid(2), topic_filters: vec!["a".into(), "b".into()], properties: Properties::default() };
+    let unsubscribe = Unsubscribe {
+        packet_id: pid(2),
+        topic_filters: vec!["a".into(), "b".into()],
+        properties: Properties::default(),
+    };
     h.send(client, &Packet::Unsubscribe(unsubscribe));
     let got = h.take(client);
-    assert!(matches!(&got[..], [Packet::UnsubAck(ack)] if ack.reason_codes == vec![ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED]), "{got:?}");
+    assert!(
+        matches!(&got[..], [Packet::UnsubAck(ack)] if ack.reason_codes == vec![ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED]),
+        "{got:?}"
+    );
     assert_eq!(h.broker.subscription_count(), 0);
 }
 
@@ -597,7 +650,11 @@ fn client_identifiers_are_assigned_in_v5_and_rejected_in_v311_without_clean_sess
 
 #[test]
 fn connack_advertises_limits_and_caps_keep_alive_and_session_expiry() {
-    let mut h = Harness::new(BrokerConfig { keep_alive_max_secs: 30, session_expiry_max_secs: 100, ..BrokerConfig::default() });
+    let mut h = Harness::new(BrokerConfig {
+        keep_alive_max_secs: 30,
+        session_expiry_max_secs: 100,
+        ..BrokerConfig::default()
+    });
     let mut connect = connect_packet("c", V5, false);
     connect.keep_alive_secs = 300;
     connect.properties.session_expiry_interval_secs = Some(u32::MAX);
@@ -645,7 +702,9 @@ fn queued_bytes_quota_rejects_qos1_with_0x97_in_v5_and_closes_v311() {
     h.send(publisher, &publish("q", QoS::AtLeastOnce, Some(1), b"0123456789"));
     assert_eq!(h.take(publisher), vec![puback(pid(1))]);
     h.send(publisher, &publish("q", QoS::AtLeastOnce, Some(2), b"over"));
-    assert!(matches!(&h.take(publisher)[..], [Packet::PubAck(ack)] if ack.reason_code == ReasonCode::QUOTA_EXCEEDED));
+    assert!(
+        matches!(&h.take(publisher)[..], [Packet::PubAck(ack)] if ack.reason_code == ReasonCode::QUOTA_EXCEEDED)
+    );
     let old = h.connect("old", V311, true);
     h.send(old, &publish("q", QoS::AtLeastOnce, Some(1), b"over"));
     assert!(h.is_closed(old));
