@@ -166,11 +166,15 @@ impl Broker {
             expires_at,
             publisher: Some(key),
         });
-        if retain && !self.store_retained(&message, &client_id) && version == ProtocolVersion::V5 {
-            if let Some(packet_id) = packet_id {
-                self.send_publish_reply(connection, qos, packet_id, ReasonCode::QUOTA_EXCEEDED);
-                return;
-            }
+        // At the retained store's bound a v5 QoS 1/2 PUBLISH is refused as a whole (0x97), so the
+        // publisher learns its retained state did not change; otherwise it is routed unretained.
+        if retain
+            && !self.store_retained(&message, &client_id)
+            && version == ProtocolVersion::V5
+            && let Some(packet_id) = packet_id
+        {
+            self.send_publish_reply(connection, qos, packet_id, ReasonCode::QUOTA_EXCEEDED);
+            return;
         }
         let matched = self.route(now, message);
         if matched == 0 {
