@@ -164,3 +164,35 @@ impl Session {
         self.subscriptions.iter().position(|subscription| &**subscription == filter)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_state_stays_small_and_allocates_nothing_when_idle() {
+        // A million sessions live in one simulated broker; every byte here costs a megabyte there.
+        assert!(std::mem::size_of::<Session>() <= 200, "Session is {} bytes", std::mem::size_of::<Session>());
+        assert!(std::mem::size_of::<Delivery>() <= 40);
+        let session = Session::new(Arc::from("c"), ProtocolVersion::V5);
+        assert_eq!(session.queue.capacity(), 0);
+        assert_eq!(session.inflight.capacity(), 0);
+        assert_eq!(session.subscriptions.capacity(), 0);
+    }
+
+    #[test]
+    fn packet_ids_skip_zero_and_ids_in_flight() {
+        let mut session = Session::new(Arc::from("c"), ProtocolVersion::V5);
+        session.send_window = u16::MAX;
+        session.next_packet_id = u16::MAX;
+        let last = session.allocate_packet_id();
+        assert_eq!(last.get(), u16::MAX);
+        session.inflight.push_back(InflightEntry { packet_id: last, state: InflightState::AwaitingComp, delivery: None });
+        let wrapped = session.allocate_packet_id();
+        assert_eq!(wrapped.get(), 1, "zero is skipped on wrap-around");
+        session.inflight.push_back(InflightEntry { packet_id: wrapped, state: InflightState::AwaitingComp, delivery: None });
+        session.next_packet_id = u16::MAX;
+        let next = session.allocate_packet_id();
+        assert_eq!(next.get(), 2, "{} and 1 are still in flight", u16::MAX);
+    }
+}
