@@ -117,7 +117,7 @@ impl Broker {
             }
             None => {
                 let key = self.new_session_key();
-                self.sessions.insert(key, Session::new(client_id.clone(), version));
+                self.sessions.insert(key, Box::new(Session::new(client_id.clone(), version)));
                 self.session_by_client_id.insert(client_id.clone(), key);
                 self.stats.sessions_created += 1;
                 self.stats.sessions_current += 1;

@@ -187,10 +187,18 @@ mod tests {
         session.next_packet_id = u16::MAX;
         let last = session.allocate_packet_id();
         assert_eq!(last.get(), u16::MAX);
-        session.inflight.push_back(InflightEntry { packet_id: last, state: InflightState::AwaitingComp, delivery: None });
+        session.inflight.push_back(InflightEntry {
+            packet_id: last,
+            state: InflightState::AwaitingComp,
+            delivery: None,
+        });
         let wrapped = session.allocate_packet_id();
         assert_eq!(wrapped.get(), 1, "zero is skipped on wrap-around");
-        session.inflight.push_back(InflightEntry { packet_id: wrapped, state: InflightState::AwaitingComp, delivery: None });
+        session.inflight.push_back(InflightEntry {
+            packet_id: wrapped,
+            state: InflightState::AwaitingComp,
+            delivery: None,
+        });
         session.next_packet_id = u16::MAX;
         let next = session.allocate_packet_id();
         assert_eq!(next.get(), 2, "{} and 1 are still in flight", u16::MAX);

@@ -94,11 +94,10 @@ struct SharedGroup {
     next_member: usize,
 }
 
+/// One filter level. Nodes know neither their parent nor their own level text: removal walks
+/// the filter from the root anyway, which saves two fields and an allocation per node.
 #[derive(Default)]
 struct Node {
-    parent: u32,
-    /// This node's level text in its parent (empty for the root).
-    level: Box<str>,
     children: FxHashMap<Box<str>, u32>,
     /// The `+` child, 0 when absent (the root is never a child).
     plus_child: u32,
@@ -151,7 +150,7 @@ impl SubscriptionTrie {
         if let Some(child) = self.child(parent, level) {
             return child;
         }
-        let node = Node { parent, level: level.into(), ..Node::default() };
+        let node = Node::default();
         let index = match self.free_nodes.pop() {
             Some(index) => {
                 assert!(self.nodes[index as usize].is_unused());
@@ -173,14 +172,6 @@ impl SubscriptionTrie {
             }
         }
         index
-    }
-
-    fn find(&self, filter: &str) -> Option<u32> {
-        let mut node = ROOT;
-        for level in filter.split('/') {
-            node = self.child(node, level)?;
-        }
-        Some(node)
     }
 
     /// Adds or replaces the subscription of `entry.session` to `filter` (without any `$share/`
@@ -213,9 +204,15 @@ impl SubscriptionTrie {
     /// Removes the subscription of `session` to `filter` (in `group`); true when it existed.
     /// Nodes left without any use are freed, so the trie shrinks back.
     pub fn unsubscribe(&mut self, filter: &str, group: Option<&str>, session: SessionKey) -> bool {
-        let Some(index) = self.find(filter) else {
-            return false;
-        };
+        // The path from the root, to free nodes left unused on the way back up.
+        let mut path = vec![ROOT];
+        for level in filter.split('/') {
+            let Some(child) = self.child(*path.last().expect("starts at the root"), level) else {
+                return false;
+            };
+            path.push(child);
+        }
+        let index = *path.last().expect("non-empty");
         let node = &mut self.nodes[index as usize];
         let removed = match group {
             None => node.subscribers.remove(session),
@@ -234,17 +231,23 @@ impl SubscriptionTrie {
         if removed {
             assert!(self.subscription_count > 0);
             self.subscription_count -= 1;
-            self.prune(index);
+            self.prune(filter, &path);
         }
         removed
     }
 
-    /// Frees `index` and its ancestors while they are unused.
-    fn prune(&mut self, mut index: u32) {
-        while index != ROOT && self.nodes[index as usize].is_unused() {
-            let node = std::mem::take(&mut self.nodes[index as usize]);
-            let parent = &mut self.nodes[node.parent as usize];
-            match &*node.level {
+    /// Frees the nodes of `path` (the walk of `filter` from the root) from the leaf upwards
+    /// while they are unused.
+    fn prune(&mut self, filter: &str, path: &[u32]) {
+        let levels: Vec<&str> = filter.split('/').collect();
+        assert_eq!(levels.len() + 1, path.len());
+        for depth in (1..path.len()).rev() {
+            let index = path[depth];
+            if !self.nodes[index as usize].is_unused() {
+                return;
+            }
+            let parent = &mut self.nodes[path[depth - 1] as usize];
+            match levels[depth - 1] {
                 "+" => {
                     assert_eq!(parent.plus_child, index);
                     parent.plus_child = 0;
@@ -258,8 +261,9 @@ impl SubscriptionTrie {
                     assert_eq!(removed, Some(index));
                 }
             }
+            // Reset rather than keep: an emptied node may still hold allocated capacity.
+            self.nodes[index as usize] = Node::default();
             self.free_nodes.push(index);
-            index = node.parent;
         }
     }
 
