@@ -759,3 +759,110 @@ fn same_inputs_give_the_same_outputs() {
     }
     assert_eq!(run(), run());
 }
+
+#[test]
+fn subscriptions_per_session_limit_refuses_extra_filters_with_0x97() {
+    let mut h = Harness::new(BrokerConfig { subscriptions_per_session_limit: 2, ..BrokerConfig::default() });
+    for (version, refused) in [(V5, ReasonCode::QUOTA_EXCEEDED), (V311, ReasonCode::UNSPECIFIED_ERROR)] {
+        let client = h.connect("many", version, true);
+        let codes: Vec<ReasonCode> = ["a", "b", "a", "c"]
+            .into_iter()
+            .enumerate()
+            .map(|(index, filter)| {
+                h.send(client, &subscribe(index as u16 + 1, filter, QoS::AtMostOnce));
+                match &h.take(client)[..] {
+                    [Packet::SubAck(ack)] => ack.reason_codes[0],
+                    other => panic!("expected SUBACK, got {other:?}"),
+                }
+            })
+            .collect();
+        let granted = ReasonCode::GRANTED_QOS_0;
+        assert_eq!(codes, vec![granted, granted, granted, refused], "{version:?}: re-subscribing is not a new filter");
+        disconnect(&mut h, client);
+    }
+    assert_eq!(h.broker.subscription_count(), 0);
+}
+
+#[test]
+fn retained_will_is_stored_for_later_subscribers() {
+    let mut h = harness();
+    let mut connect = connect_packet("dev", V5, true);
+    let mut last_will = will("status/dev", b"offline", None);
+    last_will.retain = true;
+    connect.will = Some(last_will);
+    let (dev, _) = h.connect_with(connect);
+    h.lose(dev);
+    let late = h.connect("late", V5, true);
+    h.send(late, &subscribe(1, "status/+", QoS::AtLeastOnce));
+    let got = h.take(late);
+    assert_eq!(payloads(&got), vec![b"offline".to_vec()]);
+    assert!(publishes(&got)[0].retain);
+}
+
+#[test]
+fn a_protocol_error_publishes_the_will_and_a_takeover_follows_spec_3_1_4() {
+    let mut h = harness();
+    let watcher = h.connect_idle("watcher");
+    h.send(watcher, &subscribe(1, "wills/#", QoS::AtMostOnce));
+    h.take(watcher);
+    // Protocol error (a second CONNECT): DISCONNECT 0x82 and the will.
+    let mut connect = connect_packet("dev", V5, true);
+    connect.will = Some(will("wills/dev", b"error", None));
+    let (dev, _) = h.connect_with(connect.clone());
+    h.send(dev, &Packet::Connect(Box::new(connect.clone())));
+    assert!(matches!(&h.take(dev)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::PROTOCOL_ERROR));
+    assert_eq!(payloads(&h.take(watcher)), vec![b"error".to_vec()]);
+    // Takeover with Clean Start 1: the old will is sent (its session ends).
+    let (old, _) = h.connect_with(connect.clone());
+    let (_new, _) = h.connect_with(connect);
+    assert!(h.is_closed(old));
+    assert_eq!(payloads(&h.take(watcher)), vec![b"error".to_vec()]);
+    // Takeover with Clean Start 0 and a will delay: the session continues, the will is not sent.
+    let mut delayed = connect_packet("dev2", V5, false);
+    delayed.properties.session_expiry_interval_secs = Some(60);
+    delayed.will = Some(will("wills/dev2", b"delayed", Some(10)));
+    let (old, _) = h.connect_with(delayed.clone());
+    let (_new, connack) = h.connect_with(delayed);
+    assert!(connack.session_present && h.is_closed(old));
+    h.advance(Duration::from_secs(30));
+    assert!(h.take(watcher).is_empty());
+}
+
+#[test]
+fn events_report_connects_takeovers_and_closes() {
+    let mut h = harness();
+    let first = h.connect("dev", V5, false);
+    let second = h.connect("dev", V5, false);
+    h.lose(second);
+    let connected: Vec<bool> = h
+        .events
+        .iter()
+        .filter_map(|event| match event {
+            BrokerEvent::Connected { session_present, .. } => Some(*session_present),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(connected, vec![false, true]);
+    assert!(h.events.contains(&BrokerEvent::ConnectionClosed { connection: first, reason: ReasonCode::SESSION_TAKEN_OVER }));
+    assert!(h.events.contains(&BrokerEvent::ConnectionLost { connection: second }));
+    assert!(h.events.iter().any(|event| matches!(event, BrokerEvent::SessionTakenOver { old_connection, new_connection, .. } if *old_connection == first && *new_connection == second)));
+}
+
+#[test]
+fn expired_retained_messages_are_not_delivered() {
+    let mut h = harness();
+    let publisher = h.connect("pub", V5, true);
+    let Packet::Publish(mut packet) = retained_publish("r/e", b"short") else { unreachable!() };
+    packet.properties.message_expiry_interval_secs = Some(5);
+    h.send(publisher, &Packet::Publish(packet));
+    h.advance(Duration::from_secs(2));
+    let early = h.connect_idle("early");
+    h.send(early, &subscribe(1, "r/#", QoS::AtMostOnce));
+    let got = h.take(early);
+    assert_eq!(publishes(&got)[0].properties.message_expiry_interval_secs, Some(3));
+    h.advance(Duration::from_secs(3));
+    let late = h.connect_idle("late");
+    h.send(late, &subscribe(1, "r/#", QoS::AtMostOnce));
+    assert!(payloads(&h.take(late)).is_empty());
+    assert_eq!(h.broker.stats().retained_messages_current, 0, "expired retained messages are removed");
+}
