@@ -22,6 +22,8 @@ const QUEUE_LIMIT: usize = 500;
 #[derive(Clone, Debug)]
 enum Action {
     Connect(usize),
+    /// A second connection with the same client id while the first may still be up.
+    Takeover(usize),
     Publish(usize, u8),
     Ack(usize),
     Disconnect(usize),
@@ -32,6 +34,7 @@ enum Action {
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         2 => (0..CLIENTS).prop_map(Action::Connect),
+        1 => (0..CLIENTS).prop_map(Action::Takeover),
         5 => (0..CLIENTS, 0..3u8).prop_map(|(client, qos)| Action::Publish(client, qos)),
         3 => (0..CLIENTS).prop_map(Action::Ack),
         1 => (0..CLIENTS).prop_map(Action::Disconnect),
@@ -85,12 +88,16 @@ impl World {
         let packets = self.h.take(connection);
         let client = &mut self.clients[index];
         for packet in packets {
-            if let Packet::Publish(publish) = &packet {
-                let id = u64::from_be_bytes(publish.payload[..8].try_into().expect("8-byte payloads"));
-                client.received.insert(id);
-                if publish.qos != QoS::AtMostOnce {
-                    client.unacked.push(packet);
+            match &packet {
+                Packet::Publish(publish) => {
+                    let id = u64::from_be_bytes(publish.payload[..8].try_into().expect("8-byte payloads"));
+                    client.received.insert(id);
+                    if publish.qos != QoS::AtMostOnce {
+                        client.unacked.push(packet);
+                    }
                 }
+                Packet::PubRel(_) => client.unacked.push(packet),
+                _ => {}
             }
         }
         if self.h.is_closed(connection) {
@@ -99,9 +106,10 @@ impl World {
         }
     }
 
-    fn connect(&mut self, index: usize) {
+    fn connect(&mut self, index: usize, takeover: bool) {
         self.sync(index);
-        if self.clients[index].connection.is_some() {
+        let old_connection = self.clients[index].connection;
+        if old_connection.is_some() && !takeover {
             return;
         }
         let client = &self.clients[index];
@@ -112,10 +120,16 @@ impl World {
         }
         let (connection, connack) = self.h.connect_with(connect);
         assert_eq!(connack.reason_code, ReasonCode::SUCCESS);
+        if let Some(old_connection) = old_connection {
+            assert!(self.h.is_closed(old_connection), "a takeover closes the old connection");
+            self.clients[index].unacked.clear();
+        }
         assert_eq!(connack.session_present, self.clients[index].subscribed, "session survives");
         self.clients[index].connection = Some(connection);
         if !self.clients[index].subscribed {
-            self.h.send(connection, &subscribe(1, "t/#", QoS::AtLeastOnce));
+            // Client 2 exercises the outbound QoS 2 flow, the others QoS 1.
+            let qos = if index == 2 { QoS::ExactlyOnce } else { QoS::AtLeastOnce };
+            self.h.send(connection, &subscribe(1, "t/#", qos));
             let reply = self.h.take(connection);
             assert!(matches!(&reply[..], [Packet::SubAck(_)]), "{reply:?}");
             self.clients[index].subscribed = true;
@@ -191,6 +205,11 @@ impl World {
         };
         let unacked = std::mem::take(&mut self.clients[index].unacked);
         self.h.ack_all(connection, &unacked);
+        for packet in &unacked {
+            if let Packet::PubRel(pubrel) = packet {
+                self.h.send(connection, &Packet::PubComp(PubReply::success(pubrel.packet_id)));
+            }
+        }
         self.sync(index);
     }
 
@@ -228,7 +247,7 @@ impl World {
     fn drain(&mut self) {
         for index in 0..CLIENTS {
             if self.clients[index].subscribed {
-                self.connect(index);
+                self.connect(index, false);
             }
         }
         for _ in 0..1_000 {
@@ -249,7 +268,7 @@ impl World {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn acknowledged_qos1_and_qos2_messages_reach_every_persistent_subscriber(
@@ -258,7 +277,8 @@ proptest! {
         let mut world = World::new();
         for action in actions {
             match action {
-                Action::Connect(index) => world.connect(index),
+                Action::Connect(index) => world.connect(index, false),
+                Action::Takeover(index) => world.connect(index, true),
                 Action::Publish(index, qos) => world.publish(index, qos),
                 Action::Ack(index) => world.ack(index),
                 Action::Disconnect(index) => world.disconnect(index, false),

@@ -777,7 +777,11 @@ fn subscriptions_per_session_limit_refuses_extra_filters_with_0x97() {
             })
             .collect();
         let granted = ReasonCode::GRANTED_QOS_0;
-        assert_eq!(codes, vec![granted, granted, granted, refused], "{version:?}: re-subscribing is not a new filter");
+        assert_eq!(
+            codes,
+            vec![granted, granted, granted, refused],
+            "{version:?}: re-subscribing is not a new filter"
+        );
         disconnect(&mut h, client);
     }
     assert_eq!(h.broker.subscription_count(), 0);
@@ -810,7 +814,9 @@ fn a_protocol_error_publishes_the_will_and_a_takeover_follows_spec_3_1_4() {
     connect.will = Some(will("wills/dev", b"error", None));
     let (dev, _) = h.connect_with(connect.clone());
     h.send(dev, &Packet::Connect(Box::new(connect.clone())));
-    assert!(matches!(&h.take(dev)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::PROTOCOL_ERROR));
+    assert!(
+        matches!(&h.take(dev)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::PROTOCOL_ERROR)
+    );
     assert_eq!(payloads(&h.take(watcher)), vec![b"error".to_vec()]);
     // Takeover with Clean Start 1: the old will is sent (its session ends).
     let (old, _) = h.connect_with(connect.clone());
@@ -843,7 +849,10 @@ fn events_report_connects_takeovers_and_closes() {
         })
         .collect();
     assert_eq!(connected, vec![false, true]);
-    assert!(h.events.contains(&BrokerEvent::ConnectionClosed { connection: first, reason: ReasonCode::SESSION_TAKEN_OVER }));
+    assert!(h.events.contains(&BrokerEvent::ConnectionClosed {
+        connection: first,
+        reason: ReasonCode::SESSION_TAKEN_OVER
+    }));
     assert!(h.events.contains(&BrokerEvent::ConnectionLost { connection: second }));
     assert!(h.events.iter().any(|event| matches!(event, BrokerEvent::SessionTakenOver { old_connection, new_connection, .. } if *old_connection == first && *new_connection == second)));
 }
