@@ -55,8 +55,14 @@ impl Broker {
         if client_id.is_empty() {
             // v5 gets the id back in CONNACK; v3.1.1 (only with a clean session, checked above)
             // never learns it and does not need to.
-            client_id = format!("edgeproof-{}", self.next_assigned_client_id);
-            self.next_assigned_client_id += 1;
+            // Skip ids a client chose for itself, so an assigned id never takes a session over.
+            loop {
+                client_id = format!("edgeproof-assigned-{}", self.next_assigned_client_id);
+                self.next_assigned_client_id += 1;
+                if !self.session_by_client_id.contains_key(client_id.as_str()) {
+                    break;
+                }
+            }
             if version == ProtocolVersion::V5 {
                 assigned_client_identifier = Some(client_id.clone());
             }
@@ -68,8 +74,8 @@ impl Broker {
             self.reject_connect(now, connection, version, ReasonCode::QUOTA_EXCEEDED);
             return;
         }
-        let creates_session = existing.is_none() || connect.clean_start;
-        if creates_session && existing.is_none() && self.sessions.len() >= self.config.sessions_limit {
+        // A Clean Start 1 replaces an existing session, so only a new client id adds one.
+        if existing.is_none() && self.sessions.len() >= self.config.sessions_limit {
             self.reject_connect(now, connection, version, ReasonCode::QUOTA_EXCEEDED);
             return;
         }

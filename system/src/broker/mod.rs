@@ -135,6 +135,16 @@ impl Broker {
         &self.stats
     }
 
+    /// Transport connections open (with or without a CONNECT yet).
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// Connections bound to a session (CONNACK 0x00 sent).
+    pub fn connected_count(&self) -> usize {
+        self.connected_count
+    }
+
     /// Sessions that exist (connected or not).
     pub fn session_count(&self) -> usize {
         self.sessions.len()
