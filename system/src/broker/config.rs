@@ -96,17 +96,58 @@ impl Default for BrokerConfig {
     }
 }
 
+/// A configuration value that contradicts the spec or another value.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerConfigError {
+    /// `receive_maximum` is 0; the spec forbids it (3.2.2.3.3).
+    #[error("receive_maximum must be at least 1 (MQTT 5 spec 3.2.2.3.3)")]
+    ZeroReceiveMaximum,
+    /// `inflight_v311_limit` is 0: no QoS 1/2 message could ever be sent to a v3.1.1 client.
+    #[error("inflight_v311_limit must be at least 1")]
+    ZeroInflightV311Limit,
+    /// `max_packet_size_bytes` is below 64 (not even a CONNECT fits) or above the MQTT maximum.
+    #[error("max_packet_size_bytes must be within 64..=268435460, not {0}")]
+    MaxPacketSizeOutOfRange(u32),
+    /// `client_id_length_limit` is below the 23 bytes the spec requires servers to accept.
+    #[error("client_id_length_limit must be at least 23 (MQTT spec 3.1.3.1), not {0}")]
+    ClientIdLengthLimitTooSmall(usize),
+    /// A limit that must be positive is zero.
+    #[error("{0} must be positive")]
+    ZeroLimit(&'static str),
+}
+
 impl BrokerConfig {
-    /// Panics when the config is self-contradictory; a bug in whoever built it.
+    /// Checks the values that parse but contradict the spec or each other.
+    pub fn validate(&self) -> Result<(), BrokerConfigError> {
+        if self.receive_maximum == 0 {
+            return Err(BrokerConfigError::ZeroReceiveMaximum);
+        }
+        if self.inflight_v311_limit == 0 {
+            return Err(BrokerConfigError::ZeroInflightV311Limit);
+        }
+        if !(64..=268_435_460).contains(&self.max_packet_size_bytes) {
+            return Err(BrokerConfigError::MaxPacketSizeOutOfRange(self.max_packet_size_bytes));
+        }
+        if self.client_id_length_limit < 23 {
+            return Err(BrokerConfigError::ClientIdLengthLimitTooSmall(self.client_id_length_limit));
+        }
+        let positive = [
+            ("connect_timeout_secs", self.connect_timeout_secs as usize),
+            ("subscriber_queue_messages_limit", self.subscriber_queue_messages_limit),
+            ("subscriptions_per_session_limit", self.subscriptions_per_session_limit),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(BrokerConfigError::ZeroLimit(name));
+        }
+        Ok(())
+    }
+
+    /// Panics when the config is self-contradictory: for code that builds a config that is a bug
+    /// (files should go through [`BrokerConfig::validate`] first).
     pub(super) fn assert_valid(&self) {
-        assert!(self.receive_maximum > 0, "receive_maximum must be at least 1 (spec 3.2.2.3.3)");
-        assert!(self.inflight_v311_limit > 0, "inflight_v311_limit must be at least 1");
-        assert!(self.max_packet_size_bytes >= 64, "max_packet_size_bytes below any useful packet");
-        assert!(self.max_packet_size_bytes <= 268_435_460, "max_packet_size_bytes beyond the MQTT maximum");
-        assert!(self.client_id_length_limit >= 23, "the spec requires client ids of 23 bytes (3.1.3.1)");
-        assert!(self.connect_timeout_secs > 0, "connect_timeout_secs must be positive");
-        assert!(self.subscriber_queue_messages_limit > 0, "subscriber_queue_messages_limit must be positive");
-        assert!(self.subscriptions_per_session_limit > 0, "subscriptions_per_session_limit must be positive");
+        if let Err(error) = self.validate() {
+            panic!("invalid broker config: {error}");
+        }
     }
 
     pub(super) fn connect_timeout(&self) -> Duration {
@@ -130,5 +171,9 @@ mod tests {
         assert_eq!(partial.receive_maximum, 7);
         assert_eq!(partial.subscriber_queue_policy, QueueFullPolicy::DropOldest);
         assert!(toml::from_str::<BrokerConfig>("no_such_field = 1").is_err());
+        let zero_window = BrokerConfig { receive_maximum: 0, ..BrokerConfig::default() };
+        assert_eq!(zero_window.validate(), Err(BrokerConfigError::ZeroReceiveMaximum));
+        let no_queue = BrokerConfig { subscriber_queue_messages_limit: 0, ..BrokerConfig::default() };
+        assert_eq!(no_queue.validate(), Err(BrokerConfigError::ZeroLimit("subscriber_queue_messages_limit")));
     }
 }

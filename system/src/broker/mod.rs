@@ -28,7 +28,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
 
-pub use config::{BrokerConfig, QueueFullPolicy};
+pub use config::{BrokerConfig, BrokerConfigError, QueueFullPolicy};
 pub use stats::{BrokerStats, DropReason};
 
 use self::connection::{Connection, Phase};

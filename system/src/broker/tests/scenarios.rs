@@ -875,3 +875,30 @@ fn expired_retained_messages_are_not_delivered() {
     assert!(payloads(&h.take(late)).is_empty());
     assert_eq!(h.broker.stats().retained_messages_current, 0, "expired retained messages are removed");
 }
+
+#[test]
+fn client_identifier_length_and_charset_follow_the_config() {
+    let mut h = Harness::new(BrokerConfig {
+        client_id_length_limit: 23,
+        client_id_strict_charset: true,
+        ..BrokerConfig::default()
+    });
+    for (client_id, accepted) in [
+        ("abcdefghijklmnopqrstuvw", true),
+        ("abcdefghijklmnopqrstuvwx", false),
+        ("plant-7_line-3", true),
+        ("plant/7", false),
+        ("caf\u{e9}", false),
+    ] {
+        for version in [V311, V5] {
+            let (connection, connack) = h.connect_with(connect_packet(client_id, version, true));
+            let expected =
+                if accepted { ReasonCode::SUCCESS } else { ReasonCode::CLIENT_IDENTIFIER_NOT_VALID };
+            assert_eq!(connack.reason_code, expected, "{client_id:?} over {version:?}");
+            assert_eq!(h.is_closed(connection), !accepted);
+            if accepted {
+                disconnect(&mut h, connection);
+            }
+        }
+    }
+}
