@@ -338,3 +338,43 @@ fn bad_input_table_gets_the_spec_outcome_and_the_broker_keeps_serving() {
     );
     assert!(h.broker.stats().protocol_errors.values().sum::<u64>() >= 40);
 }
+
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Random bytes, with a bias towards plausible fixed headers so that the decoder gets past
+    /// the first byte often.
+    fn garbage() -> impl Strategy<Value = Vec<u8>> {
+        let header = (1u8..=15, 0u8..16, 0u8..64)
+            .prop_map(|(packet_type, flags, len)| vec![packet_type << 4 | flags, len]);
+        (header, proptest::collection::vec(any::<u8>(), 0..80)).prop_map(|(mut head, tail)| {
+            head.extend(tail);
+            head
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_bytes_never_panic_the_broker_and_it_keeps_serving(
+            stage in 0u8..3,
+            chunks in proptest::collection::vec(garbage(), 1..4),
+        ) {
+            let mut h = Harness::new(BrokerConfig::default());
+            let connection = match stage {
+                0 => h.open(),
+                1 => h.connect("fuzz", ProtocolVersion::V311, false),
+                _ => h.connect("fuzz", ProtocolVersion::V5, false),
+            };
+            for chunk in &chunks {
+                h.send_raw(connection, chunk);
+            }
+            h.assert_qos1_round_trip("after-fuzz");
+            h.lose(connection);
+            h.advance(std::time::Duration::from_secs(100));
+        }
+    }
+}
