@@ -18,6 +18,7 @@ use super::session::{Delivery, InflightEntry, InflightState, Message, SessionKey
 use super::stats::DropReason;
 use super::trie::TrieEntry;
 use super::{Broker, BrokerEvent, ConnectionId};
+use crate::mqtt::codec::EncodeError;
 use crate::mqtt::topic::{parse_shared_subscription, validate_topic_filter, validate_topic_name};
 use crate::mqtt::{
     Packet, Properties, ProtocolVersion, PubReply, Publish, QoS, ReasonCode, RetainHandling, SubAck,
@@ -346,8 +347,15 @@ impl Broker {
                     assert!(session.inflight.len() <= usize::from(session.send_window));
                 }
             }
-            Ok(None) => self.count_drop(key, DropReason::TooLargeForClient),
-            Err(error) => panic!("cannot encode a PUBLISH built by the broker: {error}"),
+            Ok(None) | Err(EncodeError::PacketTooLarge { .. }) => {
+                self.count_drop(key, DropReason::TooLargeForClient)
+            }
+            Err(error) => {
+                // Everything in the PUBLISH passed the decoder, so this is a codec asymmetry: loud
+                // in debug builds, a counted drop (never a crash of every connection) in release.
+                debug_assert!(false, "cannot encode a PUBLISH built by the broker: {error}");
+                self.count_drop(key, DropReason::EncodeFailed);
+            }
         }
     }
 
@@ -380,8 +388,11 @@ impl Broker {
                 &mut self.stats,
             ) {
                 Ok(Some(_)) => self.stats.messages_retransmitted += 1,
-                Ok(None) => too_large.push(index),
-                Err(error) => panic!("cannot encode a retransmission: {error}"),
+                Ok(None) | Err(EncodeError::PacketTooLarge { .. }) => too_large.push(index),
+                Err(error) => {
+                    debug_assert!(false, "cannot encode a retransmission: {error}");
+                    too_large.push(index);
+                }
             }
         }
         // The new connection may announce a smaller Maximum Packet Size than the old one.

@@ -28,6 +28,9 @@ pub enum DropReason {
     SessionEnded,
     /// The client answered PUBREC with an error code, so the QoS 2 message is discarded.
     RejectedBySubscriber,
+    /// The PUBLISH could not be encoded for the subscriber's protocol (a codec asymmetry; never
+    /// expected, counted rather than crashing the broker).
+    EncodeFailed,
 }
 
 /// Every counter of a broker instance.
