@@ -204,6 +204,7 @@ fn long_partition_fails_the_sender_at_its_timeout_and_the_peer_only_when_it_send
     let closes = harness.closes();
     assert_eq!((closes[1].1, closes[1].2), (server(), CloseCause::Reset));
     assert_eq!(harness.net.connection_count(), 0, "a dead connection kept its slot");
+    assert_eq!(harness.net.segments_in_flight(), 0, "a dead connection kept segments");
 }
 
 #[test]
@@ -299,6 +300,7 @@ fn graceful_close_delivers_data_then_fin() {
         vec![(server(), CloseCause::Fin)]
     );
     assert_eq!(harness.net.connection_count(), 0);
+    assert_eq!(harness.net.segments_in_flight(), 0);
 }
 
 #[test]
