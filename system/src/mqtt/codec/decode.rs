@@ -53,12 +53,15 @@ pub fn decode(
         buf.reserve(packet_len - buf.len());
         return Ok(None);
     }
+    let buffered_len = buf.len();
     let mut frame = buf.split_to(packet_len).freeze();
     frame.advance(header_len);
-    debug_assert_eq!(frame.len(), remaining_len as usize);
+    assert_eq!(frame.len(), remaining_len as usize, "frame must hold exactly the remaining length");
+    assert_eq!(buffered_len - buf.len(), packet_len, "exactly one packet is consumed");
     let mut reader = Reader::new(frame);
     let packet = decode_body(packet_type, flags, &mut reader, version)?;
     reader.finish()?;
+    debug_assert_eq!(packet.packet_type(), packet_type);
     Ok(Some(packet))
 }
 
@@ -174,6 +177,8 @@ fn decode_connect(reader: &mut Reader) -> Result<Connect, DecodeError> {
     };
     let username = if username_flag { Some(reader.string()?) } else { None };
     let password = if password_flag { Some(reader.binary()?) } else { None };
+    debug_assert!(will.is_some() || (will_qos == QoS::AtMostOnce && !will_retain));
+    debug_assert!(protocol == ProtocolVersion::V5 || password.is_none() || username.is_some());
     Ok(Connect { protocol, clean_start, keep_alive_secs, client_id, will, username, password, properties })
 }
 
@@ -215,6 +220,8 @@ fn decode_publish(flags: u8, reader: &mut Reader, version: ProtocolVersion) -> R
         topic_name(&topic)?;
     }
     let payload = reader.rest();
+    debug_assert_eq!(packet_id.is_some(), qos != QoS::AtMostOnce);
+    debug_assert!(reader.is_empty());
     Ok(Publish { dup, qos, retain, topic, packet_id, properties, payload })
 }
 

@@ -116,6 +116,8 @@ fn plan(packet: &Packet, version: ProtocolVersion) -> Result<Plan, EncodeError> 
         Packet::Auth(auth) => plan_auth(auth, version, &mut plan)?,
     };
     plan.remaining_len = checked_remaining(remaining_len)?;
+    assert!(plan.properties_len <= plan.remaining_len, "properties are part of the remaining length");
+    assert!(plan.will_properties_len <= plan.remaining_len);
     Ok(plan)
 }
 
