@@ -18,6 +18,12 @@ use crate::mqtt::packet::{
 use crate::mqtt::reason::ReasonCode;
 use crate::mqtt::topic::{self, TopicError};
 
+/// How much buffer space `decode` reserves ahead for an incomplete packet. A fixed header can
+/// announce up to 256 MiB; reserving all of it on the header's word would let a peer make us
+/// allocate that much with five bytes, so the buffer grows by at most this much per call and the
+/// reader's own growth policy covers the rest.
+pub const RESERVE_AHEAD_LIMIT_BYTES: usize = 64 * 1024;
+
 /// Fixed header flags that the spec fixes for PUBREL, SUBSCRIBE and UNSUBSCRIBE (spec 2.1.3).
 const FLAGS_0010: u8 = 0b0010;
 
@@ -50,7 +56,7 @@ pub fn decode(
     // Fits in usize: at most 5 + 268,435,455 bytes.
     let packet_len = packet_len as usize;
     if buf.len() < packet_len {
-        buf.reserve(packet_len - buf.len());
+        buf.reserve((packet_len - buf.len()).min(RESERVE_AHEAD_LIMIT_BYTES));
         return Ok(None);
     }
     let buffered_len = buf.len();

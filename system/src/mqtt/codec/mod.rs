@@ -21,7 +21,7 @@ use super::packet::{Packet, ProtocolVersion};
 use super::reason::ReasonCode;
 use super::topic::TopicError;
 
-pub use decode::decode;
+pub use decode::{RESERVE_AHEAD_LIMIT_BYTES, decode};
 pub use encode::{encode, encoded_len};
 
 /// Why bytes could not be decoded into a packet. Each variant names the spec rule it enforces;
@@ -402,6 +402,15 @@ mod tests {
         let error = decode(&mut BytesMut::from(&mqtt31[..]), ProtocolVersion::V5, u32::MAX).unwrap_err();
         assert_eq!(error, DecodeError::UnsupportedProtocol { level: 3 });
         assert_eq!(error.reason_code().to_v311_connack_return_code(), 1);
+    }
+
+    #[test]
+    fn a_huge_announced_length_does_not_reserve_huge_memory() {
+        // A PUBLISH announcing 268,435,455 bytes with no limit set.
+        let mut buf = BytesMut::from(&[0x30, 0xFF, 0xFF, 0xFF, 0x7F][..]);
+        assert_eq!(decode(&mut buf, ProtocolVersion::V5, u32::MAX), Ok(None));
+        assert_eq!(buf.len(), 5);
+        assert!(buf.capacity() <= 5 + RESERVE_AHEAD_LIMIT_BYTES, "capacity {}", buf.capacity());
     }
 
     #[test]
