@@ -554,3 +554,21 @@ fn write_connect(connect: &Connect, version: ProtocolVersion, plan: &Plan, out: 
         put_binary(out, password);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remaining_length_is_bounded_by_the_variable_byte_integer() {
+        // Building a real 256 MiB packet would make the test slow; the bound is this one check.
+        let max = VARIABLE_BYTE_INTEGER_MAX as usize;
+        assert_eq!(checked_remaining(max), Ok(max));
+        assert_eq!(
+            checked_remaining(max + 1),
+            Err(EncodeError::PacketTooLarge { remaining_len_bytes: max + 1 })
+        );
+        let plan = Plan { remaining_len: max, ..Plan::default() };
+        assert_eq!(plan.packet_len(), 1 + 4 + max);
+    }
+}
