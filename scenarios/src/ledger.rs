@@ -1,0 +1,805 @@
+//! The ledger: what every publisher invoked and how each publish completed (Jepsen's invoke ->
+//! ok | fail | info), what every observer received and since when it was subscribed, and what
+//! the system declared it dropped. The checkers (`crate::checkers`) read it after the run.
+//!
+//! It must scale to a million publishers: sequence numbers are dense per publisher, so per-message
+//! facts live in bitsets that collapse their fully-set prefix ([`SeqSet`]), and nothing is stored
+//! per message beyond a few bits (rare outcomes such as failures live in sparse sorted lists).
+//! The ledger never reads a clock: every call carries its time. Calls from the world must be in
+//! the order the events happened per publisher and per observer; a call that breaks the rules
+//! (a seq that skips, an ack for a publish never invoked) is a driver bug and panics.
+
+use std::collections::BTreeMap;
+
+use edgeproof_system::Time;
+use edgeproof_system::mqtt::QoS;
+use edgeproof_system::mqtt::topic::filter_matches;
+use rustc_hash::FxHashMap;
+
+use hdrhistogram::Histogram;
+
+use crate::latency::{LatencyRecorder, new_histogram};
+use crate::stamp::Stamp;
+
+/// A device's bounded pending queue was full; the newest sample was dropped before publishing.
+pub const DROP_DEVICE_QUEUE_FULL: &str = "device_queue_full";
+/// A broker's per-subscriber queue limit was reached (policy None or DropOldest).
+pub const DROP_QUEUE_FULL: &str = "queue_full";
+/// The broker's memory bound rejected a publish (PUBACK 0x97 quota exceeded).
+pub const DROP_QUOTA_EXCEEDED: &str = "quota_exceeded";
+/// A message's expiry interval passed before it could be delivered.
+pub const DROP_MESSAGE_EXPIRED: &str = "message_expired";
+/// A session expired with messages still queued for it.
+pub const DROP_SESSION_EXPIRED: &str = "session_expired";
+/// A message was larger than the receiver's maximum packet size.
+pub const DROP_PACKET_TOO_LARGE: &str = "packet_too_large";
+/// Every drop reason the system may declare; scenario files may only allow these.
+pub const KNOWN_DROP_REASONS: &[&str] = &[
+    DROP_DEVICE_QUEUE_FULL,
+    DROP_QUEUE_FULL,
+    DROP_QUOTA_EXCEEDED,
+    DROP_MESSAGE_EXPIRED,
+    DROP_SESSION_EXPIRED,
+    DROP_PACKET_TOO_LARGE,
+];
+
+/// How many example witnesses each anomaly keeps (the counts are always exact).
+pub const WITNESS_LIMIT: usize = 5;
+
+/// A set of sequence numbers that is dense in practice: bits above a fully-set prefix. Memory is
+/// one bit per seq between the lowest missing seq and the highest present one, and nothing for
+/// the prefix, so an in-order stream costs a few words however long it runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SeqSet {
+    /// Every seq below `base_word * 64` is in the set.
+    base_word: u64,
+    /// Bit `i` of `words[w]` is seq `(base_word + w) * 64 + i`.
+    words: Vec<u64>,
+    /// Number of seqs in the set.
+    count: u64,
+}
+
+impl SeqSet {
+    /// An empty set.
+    pub const fn new() -> SeqSet {
+        SeqSet { base_word: 0, words: Vec::new(), count: 0 }
+    }
+
+    /// Adds `seq`; true when it was not in the set before.
+    pub fn insert(&mut self, seq: u64) -> bool {
+        let word = seq / 64;
+        if word < self.base_word {
+            return false;
+        }
+        let index = usize::try_from(word - self.base_word).expect("seq span fits memory");
+        if index >= self.words.len() {
+            self.words.resize(index + 1, 0);
+        }
+        let bit = 1_u64 << (seq % 64);
+        if self.words[index] & bit != 0 {
+            return false;
+        }
+        self.words[index] |= bit;
+        self.count += 1;
+        if index == 0 && self.words[0] == u64::MAX {
+            let full = self.words.iter().take_while(|word| **word == u64::MAX).count();
+            self.words.drain(..full);
+            self.base_word += full as u64;
+        }
+        assert!(self.contains(seq));
+        true
+    }
+
+    /// Whether `seq` is in the set.
+    pub fn contains(&self, seq: u64) -> bool {
+        let word = seq / 64;
+        if word < self.base_word {
+            return true;
+        }
+        usize::try_from(word - self.base_word)
+            .ok()
+            .and_then(|index| self.words.get(index))
+            .is_some_and(|bits| bits & (1 << (seq % 64)) != 0)
+    }
+
+    /// Number of seqs in the set.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// A sparse sorted set of seqs, for outcomes that are rare (failed, indeterminate, dropped).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SparseSeqs(Vec<u64>);
+
+impl SparseSeqs {
+    fn insert(&mut self, seq: u64) -> bool {
+        // Seqs mostly arrive in order, so the common case is a push.
+        if self.0.last().is_none_or(|last| *last < seq) {
+            self.0.push(seq);
+            return true;
+        }
+        match self.0.binary_search(&seq) {
+            Ok(_) => false,
+            Err(position) => {
+                self.0.insert(position, seq);
+                true
+            }
+        }
+    }
+
+    pub(crate) fn contains(&self, seq: u64) -> bool {
+        self.0.binary_search(&seq).is_ok()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.iter().copied()
+    }
+}
+
+/// An observer in the ledger: a subscriber, a dataflow output, a cloud sink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObserverId(u32);
+
+impl ObserverId {
+    /// Position of the observer in registration order.
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// Interned topic id.
+type TopicId = u32;
+
+/// The topic and QoS of a publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stream {
+    topic: TopicId,
+    qos: QoS,
+}
+
+/// Which stream each seq of a publisher went to. Almost every device publishes one topic at one
+/// QoS, which costs nothing per message; mixed publishers pay two bytes per message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Streams {
+    Empty,
+    Single(Stream),
+    Mixed(Box<MixedStreams>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct MixedStreams {
+    distinct: Vec<Stream>,
+    per_seq: Vec<u16>,
+}
+
+impl Streams {
+    fn of(&self, seq: u64) -> Stream {
+        match self {
+            Streams::Empty => unreachable!("seq {seq} was never invoked"),
+            Streams::Single(stream) => *stream,
+            Streams::Mixed(mixed) => mixed.distinct[usize::from(mixed.per_seq[seq as usize])],
+        }
+    }
+
+    /// Records that seq `seq` (the next one) went to `stream`.
+    fn push(&mut self, seq: u64, stream: Stream) {
+        match self {
+            Streams::Empty => {
+                assert_eq!(seq, 0);
+                *self = Streams::Single(stream);
+            }
+            Streams::Single(only) if *only == stream => {}
+            Streams::Single(only) => {
+                let per_seq = vec![0_u16; usize::try_from(seq).expect("seq fits memory")];
+                let mut mixed = MixedStreams { distinct: vec![*only], per_seq };
+                mixed.push(stream);
+                *self = Streams::Mixed(Box::new(mixed));
+            }
+            Streams::Mixed(mixed) => {
+                assert_eq!(mixed.per_seq.len() as u64, seq);
+                mixed.push(stream);
+            }
+        }
+    }
+
+    fn distinct(&self) -> Vec<Stream> {
+        match self {
+            Streams::Empty => Vec::new(),
+            Streams::Single(stream) => vec![*stream],
+            Streams::Mixed(mixed) => mixed.distinct.clone(),
+        }
+    }
+}
+
+impl MixedStreams {
+    fn push(&mut self, stream: Stream) {
+        let position = match self.distinct.iter().position(|known| *known == stream) {
+            Some(position) => position,
+            None => {
+                self.distinct.push(stream);
+                self.distinct.len() - 1
+            }
+        };
+        self.per_seq.push(u16::try_from(position).expect("at most 65536 topic/QoS pairs per publisher"));
+    }
+}
+
+/// Everything known about one publisher.
+#[derive(Clone, Debug)]
+pub(crate) struct PublisherState {
+    pub(crate) publisher_id: u64,
+    pub(crate) client_id: Box<str>,
+    /// Seqs `0 .. invoked` were invoked (dense).
+    pub(crate) invoked: u64,
+    last_invoked_at: Time,
+    streams: Streams,
+    pub(crate) acked: SeqSet,
+    pub(crate) failed: SparseSeqs,
+    pub(crate) indeterminate: SparseSeqs,
+    /// For activation `i` (see [`Ledger::activations`]), the first seq invoked at or after it;
+    /// activations this publisher has not invoked since are absent (nothing of it is expected).
+    first_seq_at_activation: Vec<u64>,
+}
+
+/// One observer's view of one publisher.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ObserverPublisher {
+    pub(crate) delivered: SeqSet,
+    /// Highest seq delivered per topic: the common single topic inline, others beside it.
+    last_topic: Option<TopicId>,
+    last_seq: u64,
+    // A thin box (8 bytes) instead of a Vec (24) on purpose: this struct exists per (observer,
+    // publisher), a million times over, and almost always holds None.
+    #[allow(clippy::box_collection)]
+    other_topics: Option<Box<Vec<(TopicId, u64)>>>,
+    /// Seqs the system declared dropped for this observer (with a reason index).
+    #[allow(clippy::box_collection)]
+    pub(crate) dropped: Option<Box<BTreeMap<u64, u16>>>,
+}
+
+impl ObserverPublisher {
+    /// The highest seq delivered on `topic` so far, if any.
+    fn last_on(&self, topic: TopicId) -> Option<u64> {
+        if self.last_topic == Some(topic) {
+            return Some(self.last_seq);
+        }
+        self.other_topics.as_ref()?.iter().find(|(known, _)| *known == topic).map(|(_, seq)| *seq)
+    }
+
+    fn set_last(&mut self, topic: TopicId, seq: u64) {
+        match self.last_topic {
+            None => {
+                self.last_topic = Some(topic);
+                self.last_seq = seq;
+            }
+            Some(known) if known == topic => self.last_seq = seq,
+            Some(_) => {
+                let others = self.other_topics.get_or_insert_with(Default::default);
+                match others.iter_mut().find(|(known, _)| *known == topic) {
+                    Some(entry) => entry.1 = seq,
+                    None => others.push((topic, seq)),
+                }
+            }
+        }
+    }
+}
+
+/// A delivery that broke per-(publisher, topic) order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderWitness {
+    /// The publisher.
+    pub publisher_id: u64,
+    /// The topic.
+    pub topic: String,
+    /// The seq delivered before (higher).
+    pub previous_seq: u64,
+    /// The seq delivered after it (lower, never seen before, not flagged dup).
+    pub seq: u64,
+    /// When the late one arrived.
+    pub at: Time,
+}
+
+/// Everything known about one observer.
+#[derive(Clone, Debug)]
+pub(crate) struct ObserverState {
+    pub(crate) name: String,
+    /// The QoS the observer subscribed with: a delivery is exactly-once only when both the
+    /// publish and the subscription are QoS 2.
+    pub(crate) qos: QoS,
+    /// Filters with the index of the activation since which each is active (earliest kept).
+    pub(crate) filters: Vec<(String, usize)>,
+    pub(crate) per_publisher: Vec<ObserverPublisher>,
+    pub(crate) deliveries: u64,
+    pub(crate) first_deliveries: u64,
+    pub(crate) last_delivery_at: Option<Time>,
+    pub(crate) unexpected: u64,
+    pub(crate) unexpected_examples: Vec<(u64, u64)>,
+    pub(crate) duplicated: u64,
+    pub(crate) duplicated_exactly_once: u64,
+    pub(crate) duplicated_examples: Vec<(u64, u64)>,
+    pub(crate) dup_flagged: u64,
+    pub(crate) order_violations: u64,
+    pub(crate) order_examples: Vec<OrderWitness>,
+    pub(crate) dropped_by_reason: BTreeMap<String, u64>,
+    pub(crate) latency: LatencyRecorder,
+}
+
+/// The record of a run. See the module documentation for the calling rules.
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    pub(crate) publishers: Vec<PublisherState>,
+    publisher_slots: FxHashMap<u64, u32>,
+    topic_names: Vec<Box<str>>,
+    topic_ids: FxHashMap<Box<str>, TopicId>,
+    pub(crate) observers: Vec<ObserverState>,
+    /// Times at which subscriptions became active, non-decreasing, in call order.
+    pub(crate) activations: Vec<Time>,
+    /// Drops the system declared by count only (e.g. a device's pending queue), by reason.
+    pub(crate) declared_drops: BTreeMap<String, u64>,
+    pub(crate) counters: LedgerCounters,
+    /// Latency over every observer's first deliveries.
+    pub(crate) latency: LatencyRecorder,
+    /// Publisher lag (actual minus planned send time) in microseconds, over all invocations.
+    pub(crate) send_lag: Histogram<u64>,
+    /// The latest time any call carried.
+    pub(crate) last_event_at: Time,
+}
+
+/// Running totals over the whole ledger.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LedgerCounters {
+    /// Publishes invoked.
+    pub invoked: u64,
+    /// Publishes acknowledged (`ok`).
+    pub acked: u64,
+    /// Publishes rejected (`fail`).
+    pub failed: u64,
+    /// Publishes whose outcome is unknown (`info`).
+    pub indeterminate: u64,
+    /// Deliveries at all observers, duplicates included.
+    pub deliveries: u64,
+}
+
+impl Ledger {
+    /// An empty ledger.
+    pub fn new() -> Ledger {
+        Ledger {
+            publishers: Vec::new(),
+            publisher_slots: FxHashMap::default(),
+            topic_names: Vec::new(),
+            topic_ids: FxHashMap::default(),
+            observers: Vec::new(),
+            activations: Vec::new(),
+            declared_drops: BTreeMap::new(),
+            counters: LedgerCounters::default(),
+            latency: LatencyRecorder::default(),
+            send_lag: new_histogram(),
+            last_event_at: Time::ZERO,
+        }
+    }
+
+    fn observe_time(&mut self, at: Time) {
+        self.last_event_at = self.last_event_at.max(at);
+    }
+
+    /// Publisher lag (actual minus planned send time), microseconds.
+    pub fn send_lag(&self) -> &Histogram<u64> {
+        &self.send_lag
+    }
+
+    /// The latest time any call carried.
+    pub fn last_event_at(&self) -> Time {
+        self.last_event_at
+    }
+
+    /// Declares a publisher before its first publish. Registering an id twice is a driver bug.
+    pub fn register_publisher(&mut self, publisher_id: u64, client_id: &str) {
+        let slot = u32::try_from(self.publishers.len()).expect("at most 4 billion publishers");
+        let previous = self.publisher_slots.insert(publisher_id, slot);
+        assert!(previous.is_none(), "publisher {publisher_id} registered twice");
+        self.publishers.push(PublisherState {
+            publisher_id,
+            client_id: client_id.into(),
+            invoked: 0,
+            last_invoked_at: Time::ZERO,
+            streams: Streams::Empty,
+            acked: SeqSet::new(),
+            failed: SparseSeqs::default(),
+            indeterminate: SparseSeqs::default(),
+            first_seq_at_activation: Vec::new(),
+        });
+        assert_eq!(self.publishers.len(), self.publisher_slots.len());
+    }
+
+    /// Declares an observer (names should be unique; reports show them). `qos` is the QoS it
+    /// subscribes with.
+    pub fn register_observer(&mut self, name: &str, qos: QoS) -> ObserverId {
+        assert!(
+            self.observers.iter().all(|observer| observer.name != name),
+            "observer {name} registered twice"
+        );
+        let id = ObserverId(u32::try_from(self.observers.len()).expect("few observers"));
+        self.observers.push(ObserverState {
+            name: name.to_string(),
+            qos,
+            filters: Vec::new(),
+            per_publisher: Vec::new(),
+            deliveries: 0,
+            first_deliveries: 0,
+            last_delivery_at: None,
+            unexpected: 0,
+            unexpected_examples: Vec::new(),
+            duplicated: 0,
+            duplicated_exactly_once: 0,
+            duplicated_examples: Vec::new(),
+            dup_flagged: 0,
+            order_violations: 0,
+            order_examples: Vec::new(),
+            dropped_by_reason: BTreeMap::new(),
+            latency: LatencyRecorder::default(),
+        });
+        id
+    }
+
+    fn slot(&self, publisher_id: u64) -> usize {
+        match self.publisher_slots.get(&publisher_id) {
+            Some(slot) => *slot as usize,
+            None => panic!("publisher {publisher_id} was never registered"),
+        }
+    }
+
+    fn intern(&mut self, topic: &str) -> TopicId {
+        if let Some(id) = self.topic_ids.get(topic) {
+            return *id;
+        }
+        let id = TopicId::try_from(self.topic_names.len()).expect("at most 4 billion topics");
+        self.topic_names.push(topic.into());
+        self.topic_ids.insert(topic.into(), id);
+        id
+    }
+
+    pub(crate) fn topic_name(&self, topic: TopicId) -> &str {
+        &self.topic_names[topic as usize]
+    }
+
+    /// The publisher invoked publish number `seq` (the next in its dense sequence) on `topic` at
+    /// `qos`, planned for `planned_send` and handed to its connection at `at`.
+    pub fn publish_invoked(
+        &mut self,
+        publisher_id: u64,
+        seq: u64,
+        topic: &str,
+        qos: QoS,
+        planned_send: Time,
+        at: Time,
+    ) {
+        let slot = self.slot(publisher_id);
+        // Fast path: a device re-publishing its one topic needs no hash lookup.
+        let topic_id = match &self.publishers[slot].streams {
+            Streams::Single(stream) if *self.topic_names[stream.topic as usize] == *topic => stream.topic,
+            _ => self.intern(topic),
+        };
+        let activations = &self.activations;
+        let publisher = &mut self.publishers[slot];
+        assert_eq!(seq, publisher.invoked, "publisher {publisher_id}: seq {seq} is not the next one");
+        assert!(at >= publisher.last_invoked_at, "publisher {publisher_id}: invocation times went backwards");
+        // Every activation at or before this invocation expects this seq and all later ones.
+        while let Some(activation) = activations.get(publisher.first_seq_at_activation.len()) {
+            if *activation > at {
+                break;
+            }
+            publisher.first_seq_at_activation.push(seq);
+        }
+        publisher.streams.push(seq, Stream { topic: topic_id, qos });
+        publisher.invoked += 1;
+        publisher.last_invoked_at = at;
+        self.counters.invoked += 1;
+        // Open-loop lag: how late the publisher was against its plan (loadgen overload shows here).
+        let lag_us =
+            u64::try_from(at.saturating_duration_since(planned_send).as_micros()).unwrap_or(u64::MAX);
+        crate::latency::record(&mut self.send_lag, lag_us);
+        self.observe_time(at);
+    }
+
+    /// The publish was acknowledged (PUBACK / PUBCOMP with a success reason code; MQTT 5's 0x10
+    /// "no matching subscribers" is a success).
+    pub fn publish_acked(&mut self, publisher_id: u64, seq: u64, at: Time) {
+        let slot = self.slot(publisher_id);
+        let publisher = &mut self.publishers[slot];
+        assert!(seq < publisher.invoked, "publisher {publisher_id}: ack for seq {seq} never invoked");
+        if publisher.acked.insert(seq) {
+            self.counters.acked += 1;
+        }
+        self.observe_time(at);
+    }
+
+    /// The publish was rejected (a failure reason code): it definitely did not happen.
+    pub fn publish_failed(&mut self, publisher_id: u64, seq: u64, reason_code: u8, at: Time) {
+        let slot = self.slot(publisher_id);
+        let publisher = &mut self.publishers[slot];
+        assert!(seq < publisher.invoked, "publisher {publisher_id}: failure of seq {seq} never invoked");
+        assert!(reason_code >= 0x80, "reason code {reason_code:#04x} is a success, not a failure");
+        if publisher.failed.insert(seq) {
+            self.counters.failed += 1;
+        }
+        self.observe_time(at);
+    }
+
+    /// The publish's outcome is unknown (connection lost before the ack): it may or may not have
+    /// happened. A later ack for the same seq (a resend that succeeded) overrides it.
+    pub fn publish_indeterminate(&mut self, publisher_id: u64, seq: u64, at: Time) {
+        let slot = self.slot(publisher_id);
+        let publisher = &mut self.publishers[slot];
+        assert!(seq < publisher.invoked, "publisher {publisher_id}: seq {seq} never invoked");
+        if publisher.indeterminate.insert(seq) {
+            self.counters.indeterminate += 1;
+        }
+        self.observe_time(at);
+    }
+
+    /// The observer's subscriptions to `filters` became active at `at` (SUBACK received, or the
+    /// session resumed). Messages invoked from `at` on whose topic a filter matches are expected
+    /// there; an already active filter keeps its earlier start. Calls must come in time order.
+    pub fn subscription_active<S: AsRef<str>>(&mut self, observer: ObserverId, filters: &[S], at: Time) {
+        assert!(
+            self.activations.last().is_none_or(|last| *last <= at),
+            "subscription activations out of order"
+        );
+        self.activations.push(at);
+        let activation = self.activations.len() - 1;
+        let state = &mut self.observers[observer.index()];
+        for filter in filters {
+            let filter = filter.as_ref();
+            if !state.filters.iter().any(|(known, _)| known == filter) {
+                state.filters.push((filter.to_string(), activation));
+            }
+        }
+        assert!(!state.filters.is_empty() || filters.is_empty());
+    }
+
+    /// The observer received a message whose payload carried `stamp`, on `topic`, at `at`; `dup`
+    /// is the MQTT DUP flag of that delivery (a redelivery the broker announced).
+    pub fn delivered(&mut self, observer: ObserverId, stamp: &Stamp, topic: &str, at: Time, dup: bool) {
+        self.counters.deliveries += 1;
+        self.observe_time(at);
+        let topic_id = self.topic_ids.get(topic).copied();
+        let state = &mut self.observers[observer.index()];
+        state.deliveries += 1;
+        state.last_delivery_at = Some(state.last_delivery_at.map_or(at, |last| last.max(at)));
+        if dup {
+            state.dup_flagged += 1;
+        }
+        let witness = (stamp.publisher_id, stamp.seq);
+        let slot = self.publisher_slots.get(&stamp.publisher_id).map(|slot| *slot as usize);
+        let Some(slot) = slot.filter(|slot| stamp.seq < self.publishers[*slot].invoked) else {
+            // Never invoked: Jepsen's "unexpected".
+            state.unexpected += 1;
+            push_witness(&mut state.unexpected_examples, witness);
+            return;
+        };
+        let publisher = &self.publishers[slot];
+        let stream = publisher.streams.of(stamp.seq);
+        if topic_id != Some(stream.topic) {
+            // Invoked, but delivered on another topic: as wrong as a message never sent.
+            state.unexpected += 1;
+            push_witness(&mut state.unexpected_examples, witness);
+            return;
+        }
+        if state.per_publisher.len() <= slot {
+            state.per_publisher.resize_with(slot + 1, ObserverPublisher::default);
+        }
+        let view = &mut state.per_publisher[slot];
+        if !view.delivered.insert(stamp.seq) {
+            state.duplicated += 1;
+            if stream.qos == QoS::ExactlyOnce && state.qos == QoS::ExactlyOnce {
+                state.duplicated_exactly_once += 1;
+            }
+            push_witness(&mut state.duplicated_examples, witness);
+            return;
+        }
+        state.first_deliveries += 1;
+        if let Some(previous_seq) = view.last_on(stream.topic) {
+            if stamp.seq < previous_seq {
+                if !dup {
+                    state.order_violations += 1;
+                    if state.order_examples.len() < WITNESS_LIMIT {
+                        state.order_examples.push(OrderWitness {
+                            publisher_id: stamp.publisher_id,
+                            topic: topic.to_string(),
+                            previous_seq,
+                            seq: stamp.seq,
+                            at,
+                        });
+                    }
+                }
+            } else {
+                view.set_last(stream.topic, stamp.seq);
+            }
+        } else {
+            view.set_last(stream.topic, stamp.seq);
+        }
+        state.latency.record(stamp.planned_send, stamp.actual_send, at);
+        self.latency.record(stamp.planned_send, stamp.actual_send, at);
+    }
+
+    /// The system declared it dropped `count` messages for `reason` without saying which (e.g. a
+    /// device's full pending queue, whose samples were never invoked).
+    pub fn drop_declared(&mut self, reason: &str, count: u64) {
+        *self.declared_drops.entry(reason.to_string()).or_default() += count;
+    }
+
+    /// The system declared it dropped publish `seq` of `publisher_id` for `observer` (e.g. that
+    /// subscriber's queue was full). If `reason` is allowed by the scenario the message is not
+    /// counted as lost there; otherwise the drop check fails.
+    pub fn message_dropped(&mut self, observer: ObserverId, publisher_id: u64, seq: u64, reason: &str) {
+        let slot = self.slot(publisher_id);
+        assert!(
+            seq < self.publishers[slot].invoked,
+            "drop of publisher {publisher_id} seq {seq} never invoked"
+        );
+        let state = &mut self.observers[observer.index()];
+        let reason_index = match KNOWN_DROP_REASONS.iter().position(|known| *known == reason) {
+            Some(index) => index,
+            None => panic!("unknown drop reason `{reason}`; add it to KNOWN_DROP_REASONS"),
+        };
+        if state.per_publisher.len() <= slot {
+            state.per_publisher.resize_with(slot + 1, ObserverPublisher::default);
+        }
+        let dropped = state.per_publisher[slot].dropped.get_or_insert_with(Default::default);
+        if dropped.insert(seq, reason_index as u16).is_none() {
+            *state.dropped_by_reason.entry(reason.to_string()).or_default() += 1;
+        }
+    }
+
+    /// Running totals.
+    pub fn counters(&self) -> LedgerCounters {
+        self.counters
+    }
+
+    /// Latency over every observer's first deliveries.
+    pub fn latency(&self) -> &LatencyRecorder {
+        &self.latency
+    }
+
+    /// Number of registered publishers.
+    pub fn publisher_count(&self) -> usize {
+        self.publishers.len()
+    }
+
+    /// Registered observers with their ids, in registration order.
+    pub fn observers(&self) -> impl Iterator<Item = (ObserverId, &str)> {
+        self.observers
+            .iter()
+            .enumerate()
+            .map(|(index, state)| (ObserverId(index as u32), state.name.as_str()))
+    }
+
+    /// Looks up an observer by name.
+    pub fn observer_by_name(&self, name: &str) -> Option<ObserverId> {
+        self.observers().find(|(_, known)| *known == name).map(|(id, _)| id)
+    }
+
+    /// Every drop the system declared, by reason: counted ones plus per-observer attributed ones.
+    pub fn drops_by_reason(&self) -> BTreeMap<String, u64> {
+        let mut all = self.declared_drops.clone();
+        for observer in &self.observers {
+            for (reason, count) in &observer.dropped_by_reason {
+                *all.entry(reason.clone()).or_default() += count;
+            }
+        }
+        all
+    }
+
+    /// The index of the earliest activation among `observer`'s filters that match `topic`, or
+    /// `None` when no filter matches.
+    pub(crate) fn expected_since(&self, observer: &ObserverState, topic: TopicId) -> Option<usize> {
+        let name = self.topic_name(topic);
+        observer
+            .filters
+            .iter()
+            .filter(|(filter, _)| filter_matches(filter, name))
+            .map(|(_, since)| *since)
+            .min()
+    }
+
+    /// Walks every invoked message of `publisher` that `observer` should have received and calls
+    /// `visit(seq, qos)` for each one. A message is expected when the observer had a matching
+    /// filter active at or before its invocation.
+    pub(crate) fn for_each_expected(
+        &self,
+        observer: &ObserverState,
+        publisher: &PublisherState,
+        mut visit: impl FnMut(u64, QoS),
+    ) {
+        for stream in publisher.streams.distinct() {
+            let Some(since) = self.expected_since(observer, stream.topic) else { continue };
+            let first = publisher.first_seq_at_activation.get(since).copied().unwrap_or(publisher.invoked);
+            assert!(first <= publisher.invoked);
+            match &publisher.streams {
+                Streams::Single(_) => (first..publisher.invoked).for_each(|seq| visit(seq, stream.qos)),
+                _ => (first..publisher.invoked)
+                    .filter(|seq| publisher.streams.of(*seq) == stream)
+                    .for_each(|seq| visit(seq, stream.qos)),
+            }
+        }
+    }
+
+    /// The client id a publisher registered with.
+    pub fn client_id(&self, publisher_id: u64) -> Option<&str> {
+        let slot = *self.publisher_slots.get(&publisher_id)?;
+        Some(&self.publishers[slot as usize].client_id)
+    }
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Ledger::new()
+    }
+}
+
+fn push_witness<T>(examples: &mut Vec<T>, witness: T) {
+    if examples.len() < WITNESS_LIMIT {
+        examples.push(witness);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn seq_set_collapses_its_full_prefix() {
+        let mut set = SeqSet::new();
+        for seq in 0..10_000 {
+            assert!(set.insert(seq));
+        }
+        assert!(!set.insert(17));
+        assert_eq!(set.len(), 10_000);
+        assert!(set.words.len() <= 1, "in-order inserts keep at most one partial word");
+        assert!(set.contains(9_999) && !set.contains(10_000));
+    }
+
+    proptest! {
+        #[test]
+        fn seq_set_agrees_with_a_btree_set(seqs in proptest::collection::vec(0_u64..2_000, 0..500)) {
+            let mut set = SeqSet::new();
+            let mut model = std::collections::BTreeSet::new();
+            for seq in &seqs {
+                prop_assert_eq!(set.insert(*seq), model.insert(*seq));
+            }
+            prop_assert_eq!(set.len(), model.len() as u64);
+            for seq in 0..2_100 {
+                prop_assert_eq!(set.contains(seq), model.contains(&seq));
+            }
+        }
+    }
+
+    #[test]
+    fn a_publisher_with_two_topics_keeps_them_apart() {
+        let mut ledger = Ledger::new();
+        ledger.register_publisher(1, "dev-1");
+        for seq in 0..4 {
+            let topic = if seq % 2 == 0 { "a" } else { "b" };
+            ledger.publish_invoked(1, seq, topic, QoS::AtLeastOnce, Time::ZERO, Time::ZERO);
+        }
+        let publisher = &ledger.publishers[0];
+        assert_eq!(ledger.topic_name(publisher.streams.of(2).topic), "a");
+        assert_eq!(ledger.topic_name(publisher.streams.of(3).topic), "b");
+        assert_eq!(publisher.streams.distinct().len(), 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "is not the next one")]
+    fn a_skipped_seq_is_a_driver_bug() {
+        let mut ledger = Ledger::new();
+        ledger.register_publisher(1, "dev-1");
+        ledger.publish_invoked(1, 1, "t", QoS::AtLeastOnce, Time::ZERO, Time::ZERO);
+    }
+}

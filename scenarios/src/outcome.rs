@@ -1,0 +1,265 @@
+//! The outcome of a run: the serde model of `outcome.json` that the CLI writes and other tools
+//! (reports, sweeps, CI) read, built from a finished ledger by running every checker, and the
+//! short plain-text verdict table the CLI prints.
+//!
+//! Field names are a file format: renaming one breaks readers, and a test pins them. This module
+//! must never read clocks or files; wall time and the trace hash come in through [`RunInfo`].
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::checkers::{self, Check, ObserverCounts};
+use crate::latency::{LatencySummary, histogram_to_base64};
+use crate::ledger::Ledger;
+use crate::spec::Scenario;
+
+/// Pass or fail, as `"pass"` / `"fail"` in JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every check passed.
+    Pass,
+    /// At least one check failed.
+    Fail,
+}
+
+/// What the engine knows about the run that the ledger does not.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunInfo {
+    /// The run's seed.
+    pub seed: u64,
+    /// Which world ran it (`fast`, `turmoil`, `loadgen`).
+    pub engine: String,
+    /// Hash of the event trace (determinism check), hex.
+    pub trace_hash: String,
+    /// Simulated (or, for loadgen, real) seconds the run covered.
+    pub sim_seconds: f64,
+    /// Wall-clock seconds the run took, measured by the caller.
+    pub wall_seconds: f64,
+    /// Events the engine processed.
+    pub events: u64,
+    /// Source revision of the build, when the caller knows it.
+    pub commit: Option<String>,
+}
+
+/// Totals of the run (see the field docs for exact meanings).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Publishes invoked.
+    pub published: u64,
+    /// Publishes acknowledged.
+    pub acked: u64,
+    /// Publishes rejected with a failure reason code.
+    pub failed: u64,
+    /// Publishes with an unknown outcome.
+    pub indeterminate: u64,
+    /// Distinct messages delivered, summed over observers.
+    pub delivered: u64,
+    /// Every delivery, duplicates included.
+    pub deliveries: u64,
+    /// Acknowledged messages an observer should have received and never did, summed.
+    pub lost: u64,
+    /// Deliveries beyond a message's first, summed.
+    pub duplicated: u64,
+    /// Deliveries of messages never invoked, summed.
+    pub unexpected: u64,
+    /// Indeterminate publishes that were delivered, summed.
+    pub recovered: u64,
+    /// Order violations, summed.
+    pub out_of_order: u64,
+    /// Declared drops by reason.
+    pub dropped: BTreeMap<String, u64>,
+}
+
+/// Serialized HDR histograms (V2+DEFLATE, base64) so reports can merge runs exactly.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Histograms {
+    /// Planned send -> delivery, microseconds.
+    pub latency_us: String,
+    /// Actual send -> delivery, microseconds.
+    pub latency_raw_us: String,
+    /// Actual minus planned send time at the publisher, microseconds.
+    pub send_lag_us: String,
+}
+
+/// The content of `outcome.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Version of the edgeproof build that produced it.
+    pub edgeproof_version: String,
+    /// Source revision, when known.
+    pub commit: Option<String>,
+    /// Scenario name.
+    pub scenario: String,
+    /// [`Scenario::scenario_hash`].
+    pub scenario_hash: String,
+    /// The run's seed.
+    pub seed: u64,
+    /// The world that ran it.
+    pub engine: String,
+    /// Pass when every check passed.
+    pub verdict: Verdict,
+    /// Hash of the event trace, hex.
+    pub trace_hash: String,
+    /// Every checker's verdict.
+    pub checks: Vec<Check>,
+    /// Totals.
+    pub counters: Counters,
+    /// Planned send -> delivery latency, simulated milliseconds.
+    pub latency_ms: LatencySummary,
+    /// Actual send -> delivery latency, milliseconds.
+    pub latency_raw_ms: LatencySummary,
+    /// Publisher lag against its plan, milliseconds.
+    pub send_lag_ms: LatencySummary,
+    /// Per-observer total-queue counts.
+    pub observers: Vec<ObserverCounts>,
+    /// Simulated seconds covered.
+    pub sim_seconds: f64,
+    /// Wall-clock seconds taken.
+    pub wall_seconds: f64,
+    /// Events processed.
+    pub events: u64,
+    /// Engine speed.
+    pub events_per_wall_second: f64,
+    /// Time compression.
+    pub sim_seconds_per_wall_second: f64,
+    /// Mergeable histograms.
+    pub histograms: Histograms,
+}
+
+fn per_second(amount: f64, wall_seconds: f64) -> f64 {
+    if wall_seconds > 0.0 { amount / wall_seconds } else { 0.0 }
+}
+
+impl Outcome {
+    /// Runs every checker over the ledger against the scenario's expectations and assembles the
+    /// outcome.
+    pub fn from_ledger(scenario: &Scenario, ledger: &Ledger, run: RunInfo) -> Outcome {
+        let (checks, counts) = checkers::run_all(ledger, scenario);
+        let verdict = if checks.iter().all(|check| check.passed) { Verdict::Pass } else { Verdict::Fail };
+        let ledger_counters = ledger.counters();
+        let total = &counts.total;
+        let counters = Counters {
+            published: ledger_counters.invoked,
+            acked: ledger_counters.acked,
+            failed: ledger_counters.failed,
+            indeterminate: ledger_counters.indeterminate,
+            delivered: total.delivered,
+            deliveries: ledger_counters.deliveries,
+            lost: total.lost,
+            duplicated: total.duplicated,
+            unexpected: total.unexpected,
+            recovered: total.recovered,
+            out_of_order: total.order_violations,
+            dropped: ledger.drops_by_reason(),
+        };
+        assert!(counters.delivered + counters.duplicated + counters.unexpected <= counters.deliveries);
+        let latency = ledger.latency();
+        let outcome = Outcome {
+            edgeproof_version: env!("CARGO_PKG_VERSION").to_string(),
+            commit: run.commit,
+            scenario: scenario.name.clone(),
+            scenario_hash: scenario.scenario_hash(),
+            seed: run.seed,
+            engine: run.engine,
+            verdict,
+            trace_hash: run.trace_hash,
+            checks,
+            counters,
+            latency_ms: latency.summary(),
+            latency_raw_ms: latency.raw_summary(),
+            send_lag_ms: LatencySummary::of(ledger.send_lag()),
+            observers: counts.observers,
+            sim_seconds: run.sim_seconds,
+            wall_seconds: run.wall_seconds,
+            events: run.events,
+            events_per_wall_second: per_second(run.events as f64, run.wall_seconds),
+            sim_seconds_per_wall_second: per_second(run.sim_seconds, run.wall_seconds),
+            histograms: Histograms {
+                latency_us: histogram_to_base64(&latency.planned),
+                latency_raw_us: histogram_to_base64(&latency.actual),
+                send_lag_us: histogram_to_base64(ledger.send_lag()),
+            },
+        };
+        assert_eq!(outcome.verdict == Verdict::Pass, outcome.checks.iter().all(|check| check.passed));
+        outcome
+    }
+
+    /// Whether the run passed.
+    pub fn passed(&self) -> bool {
+        self.verdict == Verdict::Pass
+    }
+
+    /// The outcome as pretty JSON (the `outcome.json` format).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("an outcome always serializes")
+    }
+
+    /// Reads `outcome.json` text back.
+    pub fn from_json(text: &str) -> Result<Outcome, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// A short plain-text table for the terminal: the verdict, one line per check, totals and
+    /// latency. Long details are cut at 100 characters; `outcome.json` has them whole.
+    pub fn verdict_table(&self) -> String {
+        const DETAIL_WIDTH: usize = 100;
+        let mut out = String::new();
+        let verdict = match self.verdict {
+            Verdict::Pass => "PASS",
+            Verdict::Fail => "FAIL",
+        };
+        let _ = writeln!(
+            out,
+            "{verdict}  {} (scenario {}) seed {} on {}, trace {}",
+            self.scenario, self.scenario_hash, self.seed, self.engine, self.trace_hash
+        );
+        let name_width = self.checks.iter().map(|check| check.name.len()).max().unwrap_or(5).max(5);
+        for check in &self.checks {
+            let mark = if check.passed { "ok  " } else { "FAIL" };
+            let mut detail: String = check.detail.chars().take(DETAIL_WIDTH).collect();
+            if check.detail.chars().count() > DETAIL_WIDTH {
+                detail.push_str("...");
+            }
+            let _ = writeln!(out, "  {mark}  {:<name_width$}  {detail}", check.name);
+        }
+        let counters = &self.counters;
+        let _ = writeln!(
+            out,
+            "  published {}  acked {}  delivered {}  lost {}  duplicated {}  unexpected {}  recovered {}  \
+             failed {}  indeterminate {}",
+            counters.published,
+            counters.acked,
+            counters.delivered,
+            counters.lost,
+            counters.duplicated,
+            counters.unexpected,
+            counters.recovered,
+            counters.failed,
+            counters.indeterminate
+        );
+        if !counters.dropped.is_empty() {
+            let drops: Vec<String> =
+                counters.dropped.iter().map(|(reason, count)| format!("{reason} {count}")).collect();
+            let _ = writeln!(out, "  dropped {}", drops.join(", "));
+        }
+        let latency = &self.latency_ms;
+        let _ = writeln!(
+            out,
+            "  latency ms  p50 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  ({} samples)",
+            latency.p50, latency.p99, latency.p999, latency.max, latency.count
+        );
+        let _ = writeln!(
+            out,
+            "  {:.1} sim s in {:.3} wall s ({:.1}x), {} events ({:.0}/s)",
+            self.sim_seconds,
+            self.wall_seconds,
+            self.sim_seconds_per_wall_second,
+            self.events,
+            self.events_per_wall_second
+        );
+        out
+    }
+}

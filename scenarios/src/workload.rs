@@ -1,0 +1,330 @@
+//! The device workload model: which devices exist (global publisher ids, client ids, topics) and
+//! when each one plans to publish, open loop, from (scenario, seed) alone.
+//!
+//! Plans never depend on how the system under test behaves: a device that cannot publish still
+//! has its planned send times, so latency is measured from them and a stall shows up as latency
+//! instead of vanishing (no coordinated omission). Randomness is a stateless hash of (seed, fleet,
+//! device, draw), so any device's plan can be computed on its own in O(1) memory and in any order;
+//! this module must never hold a global rng or per-device heap state.
+
+use std::time::Duration;
+
+use edgeproof_system::Time;
+use edgeproof_system::mqtt::QoS;
+
+use crate::spec::{Arrival, FleetSpec, Scenario};
+
+/// Substitutes `{fleet}` and `{index}` in a client id pattern.
+pub fn expand_client_id(pattern: &str, fleet: &str, index: u32) -> String {
+    expand(pattern, fleet, index, "")
+}
+
+/// Substitutes `{fleet}`, `{index}` and `{client_id}` in a topic pattern.
+pub fn expand_topic(pattern: &str, fleet: &str, index: u32, client_id: &str) -> String {
+    expand(pattern, fleet, index, client_id)
+}
+
+fn expand(pattern: &str, fleet: &str, index: u32, client_id: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 16);
+    let mut rest = pattern;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let Some(close) = rest[open..].find('}') else { break };
+        match &rest[open + 1..open + close] {
+            "fleet" => out.push_str(fleet),
+            "index" => out.push_str(&index.to_string()),
+            "client_id" => out.push_str(client_id),
+            // Validation rejects unknown placeholders; keep them verbatim if one slips through.
+            other => {
+                out.push('{');
+                out.push_str(other);
+                out.push('}');
+            }
+        }
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// SplitMix64's finalizer: a bijective mixer with full avalanche, the standard way to turn a
+/// counter into independent-looking 64-bit values.
+const fn mix64(mut value: u64) -> u64 {
+    value = (value ^ (value >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    value = (value ^ (value >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    value ^ (value >> 31)
+}
+
+/// A deterministic 64-bit draw for (seed, fleet, device, stream, draw).
+fn draw(seed: u64, fleet_index: usize, device_index: u32, stream: u64, counter: u64) -> u64 {
+    let mut state = mix64(seed ^ 0x6570_7072_6f6f_6621);
+    for word in [fleet_index as u64, u64::from(device_index), stream, counter] {
+        state = mix64(state.wrapping_add(0x9e37_79b9_7f4a_7c15) ^ word);
+    }
+    state
+}
+
+/// A draw mapped to a uniform float in [0, 1).
+fn unit(bits: u64) -> f64 {
+    (bits >> 11) as f64 * (1.0 / (1_u64 << 53) as f64)
+}
+
+const STREAM_PHASE: u64 = 1;
+const STREAM_POISSON: u64 = 2;
+
+/// The devices of a scenario with their global publisher ids, ready to hand out plans.
+#[derive(Clone, Debug)]
+pub struct Workload {
+    seed: u64,
+    publish_end: Time,
+    fleets: Vec<FleetWorkload>,
+}
+
+/// One fleet's shared settings, as every one of its devices sees them.
+#[derive(Clone, Debug)]
+pub struct FleetWorkload {
+    /// Position of the fleet in the scenario.
+    pub fleet_index: usize,
+    /// Fleet name.
+    pub name: String,
+    /// Publisher id of device 0; the fleet owns `first_publisher_id .. first_publisher_id + count`.
+    pub first_publisher_id: u64,
+    /// Number of devices.
+    pub count: u32,
+    /// Mean publish interval.
+    pub interval: Duration,
+    /// Periodic or Poisson.
+    pub arrival: Arrival,
+    /// QoS of every publish.
+    pub qos: QoS,
+    /// Payload size in bytes (stamp included).
+    pub payload_bytes: usize,
+    client_id_pattern: String,
+    topic_pattern: String,
+}
+
+impl Workload {
+    /// The workload of `scenario` under `seed`. Publisher ids are dense from 0, fleets in file
+    /// order, devices in index order.
+    pub fn new(scenario: &Scenario, seed: u64) -> Workload {
+        let mut next_id = 0_u64;
+        let fleets: Vec<FleetWorkload> = scenario
+            .fleets
+            .iter()
+            .enumerate()
+            .map(|(fleet_index, fleet)| {
+                let workload = FleetWorkload::new(fleet_index, fleet, next_id);
+                next_id += u64::from(fleet.count);
+                workload
+            })
+            .collect();
+        assert_eq!(next_id, scenario.device_count());
+        Workload { seed, publish_end: scenario.publish_end(), fleets }
+    }
+
+    /// The seed the plans derive from.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The fleets in scenario order.
+    pub fn fleets(&self) -> &[FleetWorkload] {
+        &self.fleets
+    }
+
+    /// Number of devices (publisher ids are `0 .. publisher_count()`).
+    pub fn publisher_count(&self) -> u64 {
+        self.fleets.last().map_or(0, |fleet| fleet.first_publisher_id + u64::from(fleet.count))
+    }
+
+    /// The (fleet index, device index) of a publisher id, `None` when out of range.
+    pub fn locate(&self, publisher_id: u64) -> Option<(usize, u32)> {
+        let position = self.fleets.partition_point(|fleet| fleet.first_publisher_id <= publisher_id);
+        let fleet = self.fleets.get(position.checked_sub(1)?)?;
+        let offset = publisher_id - fleet.first_publisher_id;
+        (offset < u64::from(fleet.count)).then_some((fleet.fleet_index, offset as u32))
+    }
+
+    /// The plan of one device. Panics when the device does not exist (a caller bug).
+    pub fn device(&self, fleet_index: usize, device_index: u32) -> DevicePlan {
+        let fleet = &self.fleets[fleet_index];
+        assert!(device_index < fleet.count, "device {device_index} of fleet {} out of range", fleet.name);
+        let client_id = expand_client_id(&fleet.client_id_pattern, &fleet.name, device_index);
+        let topic = expand_topic(&fleet.topic_pattern, &fleet.name, device_index, &client_id);
+        let interval_ns = fleet.interval_ns();
+        let phase_ns = draw(self.seed, fleet_index, device_index, STREAM_PHASE, 0) % interval_ns;
+        assert!(phase_ns < interval_ns);
+        DevicePlan {
+            publisher_id: fleet.first_publisher_id + u64::from(device_index),
+            fleet_index,
+            device_index,
+            client_id,
+            topic,
+            schedule: PublishSchedule {
+                seed: self.seed,
+                fleet_index,
+                device_index,
+                arrival: fleet.arrival,
+                interval_ns,
+                phase_ns,
+                end: self.publish_end,
+                next_seq: 0,
+                next_at_ns: 0,
+            }
+            .started(),
+        }
+    }
+
+    /// The plan of the device with this publisher id; `None` when out of range.
+    pub fn device_by_publisher_id(&self, publisher_id: u64) -> Option<DevicePlan> {
+        let (fleet_index, device_index) = self.locate(publisher_id)?;
+        Some(self.device(fleet_index, device_index))
+    }
+}
+
+impl FleetWorkload {
+    fn new(fleet_index: usize, fleet: &FleetSpec, first_publisher_id: u64) -> FleetWorkload {
+        let interval = fleet.publish_interval();
+        assert!(!interval.is_zero(), "validation guarantees a positive interval");
+        FleetWorkload {
+            fleet_index,
+            name: fleet.name.clone(),
+            first_publisher_id,
+            count: fleet.count,
+            interval,
+            arrival: fleet.arrival,
+            qos: fleet.qos,
+            payload_bytes: fleet.payload_bytes as usize,
+            client_id_pattern: fleet.client_id.clone(),
+            topic_pattern: fleet.topic.clone(),
+        }
+    }
+
+    fn interval_ns(&self) -> u64 {
+        u64::try_from(self.interval.as_nanos()).expect("interval fits u64 nanoseconds").max(1)
+    }
+}
+
+/// One device: its identity and its planned publish times.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DevicePlan {
+    /// Global id across fleets, carried in the stamp.
+    pub publisher_id: u64,
+    /// Its fleet's position in the scenario.
+    pub fleet_index: usize,
+    /// Its index within the fleet.
+    pub device_index: u32,
+    /// MQTT client id.
+    pub client_id: String,
+    /// The topic it publishes to.
+    pub topic: String,
+    /// Its planned publish times, from the first; copy it to iterate.
+    pub schedule: PublishSchedule,
+}
+
+/// One planned publish: sequence number and the time it should be sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlannedPublish {
+    /// Dense per-publisher sequence number from 0.
+    pub seq: u64,
+    /// Planned send time (latency is measured from here).
+    pub at: Time,
+}
+
+/// The remaining planned publishes of one device: a small `Copy` value (about 64 bytes) a
+/// simulator can keep per device instead of a materialized list. Iterating yields planned
+/// publishes in seq order with non-decreasing times, all before the end of the publishing phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublishSchedule {
+    seed: u64,
+    fleet_index: usize,
+    device_index: u32,
+    arrival: Arrival,
+    interval_ns: u64,
+    phase_ns: u64,
+    end: Time,
+    next_seq: u64,
+    next_at_ns: u64,
+}
+
+impl PublishSchedule {
+    /// The next planned publish without consuming it.
+    pub fn peek(&self) -> Option<PlannedPublish> {
+        let at = Time::from_nanos(self.next_at_ns);
+        (at < self.end).then_some(PlannedPublish { seq: self.next_seq, at })
+    }
+
+    /// The device's random phase within one interval (the first periodic publish time).
+    pub fn phase(&self) -> Duration {
+        Duration::from_nanos(self.phase_ns)
+    }
+
+    /// For periodic arrivals, the planned time of `seq` in O(1); `None` for Poisson arrivals or
+    /// when `seq` falls after the publishing phase.
+    pub fn planned_time(&self, seq: u64) -> Option<Time> {
+        if self.arrival != Arrival::Periodic {
+            return None;
+        }
+        let at = seq.checked_mul(self.interval_ns)?.checked_add(self.phase_ns)?;
+        let at = Time::from_nanos(at);
+        (at < self.end).then_some(at)
+    }
+
+    /// Number of publishes the full plan holds (O(1) for periodic, walks Poisson plans).
+    pub fn total_count(&self) -> u64 {
+        let mut from_start = *self;
+        from_start.next_seq = 0;
+        let from_start = from_start.started();
+        match self.arrival {
+            Arrival::Periodic => {
+                let end = self.end.as_nanos();
+                if self.phase_ns >= end { 0 } else { (end - self.phase_ns).div_ceil(self.interval_ns) }
+            }
+            Arrival::Poisson => from_start.count() as u64,
+        }
+    }
+
+    fn first_at_ns(&self) -> u64 {
+        match self.arrival {
+            Arrival::Periodic => self.phase_ns,
+            Arrival::Poisson => self.exponential_gap_ns(0),
+        }
+    }
+
+    /// An exponentially distributed gap with mean `interval`, drawn for arrival number `counter`.
+    fn exponential_gap_ns(&self, counter: u64) -> u64 {
+        let uniform = unit(draw(self.seed, self.fleet_index, self.device_index, STREAM_POISSON, counter));
+        let gap = -(1.0 - uniform).ln() * self.interval_ns as f64;
+        assert!(gap >= 0.0 && gap.is_finite());
+        // At least one nanosecond so that seq order and time order agree strictly.
+        (gap as u64).max(1)
+    }
+
+    /// Starts a Poisson schedule at its first arrival (periodic ones start at their phase).
+    fn started(mut self) -> PublishSchedule {
+        self.next_at_ns = self.first_at_ns();
+        self
+    }
+}
+
+impl Iterator for PublishSchedule {
+    type Item = PlannedPublish;
+
+    fn next(&mut self) -> Option<PlannedPublish> {
+        let planned = self.peek()?;
+        self.next_seq += 1;
+        self.next_at_ns = match self.arrival {
+            Arrival::Periodic => self.phase_ns.saturating_add(self.next_seq.saturating_mul(self.interval_ns)),
+            Arrival::Poisson => self.next_at_ns.saturating_add(self.exponential_gap_ns(self.next_seq)),
+        };
+        assert!(self.next_at_ns >= planned.at.as_nanos());
+        Some(planned)
+    }
+}
+
+impl DevicePlan {
+    /// A fresh copy of the device's schedule, from seq 0.
+    pub fn publishes(&self) -> PublishSchedule {
+        self.schedule
+    }
+}
