@@ -387,3 +387,364 @@ pub fn run_all(ledger: &Ledger, scenario: &Scenario) -> (Vec<Check>, DeliveryCou
     assert!(checks.len() >= 5);
     (checks, counts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{DROP_DEVICE_QUEUE_FULL, DROP_QUEUE_FULL, ObserverId};
+    use crate::stamp::Stamp;
+
+    /// A minimal scenario whose `[expect]` table is `expect`.
+    fn scenario(expect: &str) -> Scenario {
+        let text = format!(
+            r#"
+name = "hand-made"
+duration_secs = 10
+drain_secs = 5
+[[hosts]]
+name = "h"
+[[pods]]
+name = "b"
+host = "h"
+kind = "broker"
+[[fleets]]
+name = "f"
+host = "h"
+broker = "b"
+count = 3
+client_id = "dev-{{index}}"
+topic = "t/{{client_id}}"
+qos = 1
+publish_interval_ms = 1000
+payload_bytes = 40
+[expect]
+{expect}
+"#
+        );
+        Scenario::from_toml_str(&text, "hand-made.toml").expect("valid")
+    }
+
+    fn topic(publisher_id: u64) -> String {
+        format!("t/dev-{publisher_id}")
+    }
+
+    fn stamp(publisher_id: u64, seq: u64) -> Stamp {
+        Stamp {
+            flags: 0,
+            publisher_id,
+            seq,
+            planned_send: Time::from_secs(seq),
+            actual_send: Time::from_secs(seq) + std::time::Duration::from_millis(1),
+        }
+    }
+
+    /// A ledger with one observer on `#` (active from t = 0) and `publishers` publishers that each
+    /// invoked `messages` publishes at `qos`, acknowledged unless QoS 0. Nothing delivered yet.
+    fn invoked(publishers: u64, messages: u64, qos: QoS) -> (Ledger, ObserverId) {
+        let mut ledger = Ledger::new();
+        let observer = ledger.register_observer("sub", qos);
+        ledger.subscription_active(observer, &["#"], Time::ZERO);
+        for publisher in 0..publishers {
+            ledger.register_publisher(publisher, &format!("dev-{publisher}"));
+        }
+        for seq in 0..messages {
+            for publisher in 0..publishers {
+                let at = Time::from_secs(seq) + std::time::Duration::from_millis(1);
+                ledger.publish_invoked(publisher, seq, &topic(publisher), qos, Time::from_secs(seq), at);
+                if qos != QoS::AtMostOnce {
+                    ledger.publish_acked(publisher, seq, at + std::time::Duration::from_millis(2));
+                }
+            }
+        }
+        (ledger, observer)
+    }
+
+    fn deliver(ledger: &mut Ledger, observer: ObserverId, publisher: u64, seq: u64, dup: bool) {
+        let at = Time::from_secs(seq) + std::time::Duration::from_millis(5);
+        ledger.delivered(observer, &stamp(publisher, seq), &topic(publisher), at, dup);
+    }
+
+    fn deliver_all(ledger: &mut Ledger, observer: ObserverId, publishers: u64, messages: u64) {
+        for seq in 0..messages {
+            for publisher in 0..publishers {
+                deliver(ledger, observer, publisher, seq, false);
+            }
+        }
+    }
+
+    fn check<'a>(checks: &'a [Check], name: &str) -> &'a Check {
+        checks.iter().find(|check| check.name == name).unwrap_or_else(|| panic!("no check {name}"))
+    }
+
+    #[test]
+    fn a_clean_run_passes_every_check() {
+        let (mut ledger, observer) = invoked(3, 10, QoS::AtLeastOnce);
+        deliver_all(&mut ledger, observer, 3, 10);
+        let scenario = scenario("latency_p99_ms_max = 50\ndrain_complete_within_secs = 5");
+        let (checks, counts) = run_all(&ledger, &scenario);
+        assert!(checks.iter().all(|check| check.passed), "{checks:#?}");
+        assert_eq!(counts.total.expected_acked, 30);
+        assert_eq!(counts.total.delivered, 30);
+        assert_eq!((counts.total.lost, counts.total.unexpected, counts.total.duplicated), (0, 0, 0));
+        let names: Vec<&str> = checks.iter().map(|check| check.name.as_str()).collect();
+        assert_eq!(names, ["total-queue", "duplicates", "order", "drops", "latency", "drain"]);
+        assert!(check(&checks, "latency").detail.contains("30 samples, p50 5.00"), "{checks:#?}");
+    }
+
+    #[test]
+    fn one_acked_message_never_delivered_is_lost_and_fails() {
+        let (mut ledger, observer) = invoked(3, 10, QoS::AtLeastOnce);
+        for seq in 0..10 {
+            for publisher in 0..3 {
+                if (publisher, seq) != (2, 5) {
+                    deliver(&mut ledger, observer, publisher, seq, false);
+                }
+            }
+        }
+        let (checks, counts) = run_all(&ledger, &scenario(""));
+        assert_eq!(counts.total.lost, 1);
+        assert_eq!(counts.total.lost_examples, vec![(2, 5)]);
+        let total_queue = check(&checks, "total-queue");
+        assert!(!total_queue.passed);
+        assert!(total_queue.detail.contains("lost 1 (max 0)"), "{}", total_queue.detail);
+        assert!(total_queue.detail.contains("lost at sub e.g. 2#5"), "{}", total_queue.detail);
+        // A declared bound on loss turns the same ledger into a pass.
+        let (checks, _) = run_all(&ledger, &scenario("lost_max = 1"));
+        assert!(check(&checks, "total-queue").passed);
+    }
+
+    #[test]
+    fn a_delivery_never_sent_is_unexpected() {
+        let (mut ledger, observer) = invoked(2, 3, QoS::AtLeastOnce);
+        deliver_all(&mut ledger, observer, 2, 3);
+        // Seq 3 was never invoked, publisher 7 never existed, and seq 0 of publisher 0 on a
+        // foreign topic was never published there.
+        deliver(&mut ledger, observer, 1, 3, false);
+        ledger.delivered(observer, &stamp(7, 0), "t/dev-7", Time::from_secs(1), false);
+        ledger.delivered(observer, &stamp(0, 0), "t/elsewhere", Time::from_secs(1), false);
+        let (checks, counts) = run_all(&ledger, &scenario(""));
+        assert_eq!(counts.total.unexpected, 3);
+        assert_eq!(counts.total.unexpected_examples, vec![(1, 3), (7, 0), (0, 0)]);
+        assert_eq!(counts.total.lost, 0);
+        assert!(!check(&checks, "total-queue").passed);
+        let (checks, _) = run_all(&ledger, &scenario("unexpected_max = 3"));
+        assert!(check(&checks, "total-queue").passed);
+    }
+
+    #[test]
+    fn a_duplicate_at_qos1_is_counted_and_allowed_but_fails_at_qos2() {
+        let (mut ledger, observer) = invoked(1, 4, QoS::AtLeastOnce);
+        deliver_all(&mut ledger, observer, 1, 4);
+        deliver(&mut ledger, observer, 0, 2, true);
+        let (checks, counts) = run_all(&ledger, &scenario(""));
+        assert_eq!(counts.total.duplicated, 1);
+        assert_eq!(counts.total.duplicated_exactly_once, 0);
+        assert!(checks.iter().all(|check| check.passed), "{checks:#?}");
+        assert!(check(&checks, "duplicates").detail.contains("duplicated 1 (unbounded)"));
+        let (checks, _) = run_all(&ledger, &scenario("duplicated_max = 0"));
+        assert!(!check(&checks, "duplicates").passed);
+
+        let (mut ledger, observer) = invoked(1, 4, QoS::ExactlyOnce);
+        deliver_all(&mut ledger, observer, 1, 4);
+        deliver(&mut ledger, observer, 0, 2, true);
+        let (checks, counts) = run_all(&ledger, &scenario(""));
+        assert_eq!(counts.total.duplicated_exactly_once, 1);
+        let duplicates = check(&checks, "duplicates");
+        assert!(!duplicates.passed);
+        assert!(duplicates.detail.contains("duplicated at sub e.g. 0#2"), "{}", duplicates.detail);
+        assert!(check(&checks, "total-queue").passed, "a duplicate is not a loss");
+    }
+
+    #[test]
+    fn out_of_order_delivery_is_detected_unless_flagged_dup_or_not_required() {
+        let (mut ledger, observer) = invoked(1, 4, QoS::AtLeastOnce);
+        for seq in [0, 2, 1, 3] {
+            deliver(&mut ledger, observer, 0, seq, false);
+        }
+        let (checks, counts) = run_all(&ledger, &scenario(""));
+        assert_eq!(counts.total.order_violations, 1);
+        let order = check(&checks, "order");
+        assert!(!order.passed);
+        assert!(order.detail.contains("publisher 0 on `t/dev-0`: seq 1 after 2"), "{}", order.detail);
+        assert!(check(&checks, "total-queue").passed);
+        let (checks, _) = run_all(&ledger, &scenario("ordered = false"));
+        assert!(check(&checks, "order").passed);
+
+        // The same pattern where the late one is an announced redelivery is no violation, and a
+        // duplicate of an old message is a duplicate, not a reordering.
+        let (mut ledger, observer) = invoked(1, 4, QoS::AtLeastOnce);
+        deliver(&mut ledger, observer, 0, 0, false);
+        deliver(&mut ledger, observer, 0, 2, false);
+        deliver(&mut ledger, observer, 0, 1, true);
+        deliver(&mut ledger, observer, 0, 3, false);
+        deliver(&mut ledger, observer, 0, 0, false);
+        let (checks, counts) = run_all(&ledger, &scenario(""));
+        assert_eq!(counts.total.order_violations, 0);
+        assert_eq!(counts.total.duplicated, 1);
+        assert!(checks.iter().all(|check| check.passed), "{checks:#?}");
+    }
+
+    #[test]
+    fn an_indeterminate_publish_delivered_is_recovered_and_one_not_delivered_is_not_lost() {
+        let mut ledger = Ledger::new();
+        let observer = ledger.register_observer("sub", QoS::AtLeastOnce);
+        ledger.subscription_active(observer, &["t/#"], Time::ZERO);
+        ledger.register_publisher(0, "dev-0");
+        for seq in 0..4 {
+            ledger.publish_invoked(
+                0,
+                seq,
+                &topic(0),
+                QoS::AtLeastOnce,
+                Time::from_secs(seq),
+                Time::from_secs(seq),
+            );
+        }
+        ledger.publish_acked(0, 0, Time::from_secs(1));
+        ledger.publish_indeterminate(0, 1, Time::from_secs(2));
+        ledger.publish_indeterminate(0, 2, Time::from_secs(3));
+        // Seq 3: indeterminate, then acked after a resend: the ack wins.
+        ledger.publish_indeterminate(0, 3, Time::from_secs(3));
+        ledger.publish_acked(0, 3, Time::from_secs(4));
+        deliver(&mut ledger, observer, 0, 0, false);
+        deliver(&mut ledger, observer, 0, 1, false);
+        let (checks, counts) = run_all(&ledger, &scenario(""));
+        assert_eq!(counts.total.recovered, 1, "seq 1 was indeterminate and turned up");
+        assert_eq!(
+            counts.total.lost, 1,
+            "only seq 3 (acked after its resend) is lost; seq 2 may never have happened"
+        );
+        assert_eq!(counts.total.lost_examples, vec![(0, 3)]);
+        assert!(check(&checks, "total-queue").detail.contains("recovered 1 of 3 indeterminate"));
+    }
+
+    #[test]
+    fn a_message_published_before_the_subscription_was_active_is_not_expected() {
+        let mut ledger = Ledger::new();
+        let early = ledger.register_observer("early", QoS::AtLeastOnce);
+        let late = ledger.register_observer("late", QoS::AtLeastOnce);
+        let other = ledger.register_observer("other-topics", QoS::AtLeastOnce);
+        ledger.register_publisher(0, "dev-0");
+        ledger.subscription_active(early, &["t/+"], Time::ZERO);
+        ledger.subscription_active(other, &["u/#"], Time::ZERO);
+        for seq in 0..6 {
+            if seq == 3 {
+                ledger.subscription_active(late, &["#"], Time::from_millis(2_500));
+            }
+            ledger.publish_invoked(
+                0,
+                seq,
+                &topic(0),
+                QoS::AtLeastOnce,
+                Time::from_secs(seq),
+                Time::from_secs(seq),
+            );
+            ledger.publish_acked(0, seq, Time::from_secs(seq));
+        }
+        for seq in 0..6 {
+            deliver(&mut ledger, early, 0, seq, false);
+        }
+        for seq in 3..6 {
+            deliver(&mut ledger, late, 0, seq, false);
+        }
+        // A message before the subscription that turns up anyway is neither lost nor unexpected.
+        deliver(&mut ledger, late, 0, 1, false);
+        let (checks, counts) = run_all(&ledger, &scenario("ordered = false"));
+        assert_eq!(counts.observers[0].expected_acked, 6);
+        assert_eq!(counts.observers[1].expected_acked, 3);
+        assert_eq!(counts.observers[2].expected_acked, 0);
+        assert_eq!((counts.total.lost, counts.total.unexpected), (0, 0));
+        assert!(checks.iter().all(|check| check.passed), "{checks:#?}");
+    }
+
+    #[test]
+    fn qos0_loss_is_reported_but_never_fails() {
+        let (mut ledger, observer) = invoked(2, 10, QoS::AtMostOnce);
+        for seq in 0..7 {
+            deliver(&mut ledger, observer, 0, seq, false);
+            deliver(&mut ledger, observer, 1, seq, false);
+        }
+        let (checks, counts) = run_all(&ledger, &scenario(""));
+        assert_eq!((counts.total.qos0_expected, counts.total.qos0_missing), (20, 6));
+        assert_eq!(counts.total.lost, 0);
+        assert!(checks.iter().all(|check| check.passed), "{checks:#?}");
+        assert!(
+            check(&checks, "qos0-loss").detail.contains("6 of 20 expected QoS 0 messages missing (30.0000%)")
+        );
+    }
+
+    #[test]
+    fn drops_are_allowed_only_by_a_declared_bound_and_excuse_loss_only_then() {
+        let (mut ledger, observer) = invoked(1, 5, QoS::AtLeastOnce);
+        for seq in [0, 1, 3, 4] {
+            deliver(&mut ledger, observer, 0, seq, false);
+        }
+        ledger.message_dropped(observer, 0, 2, DROP_QUEUE_FULL);
+        ledger.drop_declared(DROP_DEVICE_QUEUE_FULL, 7);
+        let allowed = scenario("allowed_drops = [\"queue_full\", \"device_queue_full\"]");
+        let (checks, counts) = run_all(&ledger, &allowed);
+        assert!(checks.iter().all(|check| check.passed), "{checks:#?}");
+        assert_eq!((counts.total.lost, counts.total.dropped_excused), (0, 1));
+        assert!(check(&checks, "drops").detail.contains("device_queue_full 7, queue_full 1"));
+
+        let (checks, counts) = run_all(&ledger, &scenario("allowed_drops = [\"device_queue_full\"]"));
+        assert_eq!(counts.total.lost, 1, "a drop without an allowing bound does not excuse the loss");
+        let drops = check(&checks, "drops");
+        assert!(!drops.passed);
+        assert!(drops.detail.contains("drops without an allowing bound: queue_full 1"), "{}", drops.detail);
+        assert_eq!(ledger.drops_by_reason().get(DROP_DEVICE_QUEUE_FULL), Some(&7));
+    }
+
+    #[test]
+    fn a_rejected_publish_that_is_delivered_anyway_fails() {
+        let (mut ledger, observer) = invoked(1, 0, QoS::AtLeastOnce);
+        ledger.publish_invoked(0, 0, &topic(0), QoS::AtLeastOnce, Time::ZERO, Time::ZERO);
+        ledger.publish_failed(0, 0, 0x97, Time::from_millis(3));
+        deliver(&mut ledger, observer, 0, 0, false);
+        let (checks, counts) = run_all(&ledger, &scenario(""));
+        assert_eq!(counts.total.failed_delivered, 1);
+        assert!(!check(&checks, "total-queue").passed);
+    }
+
+    #[test]
+    fn latency_and_drain_bounds_fail_when_exceeded() {
+        let (mut ledger, observer) = invoked(1, 3, QoS::AtLeastOnce);
+        for seq in 0..3 {
+            // 200 ms after the planned send; the last one arrives 9 s after the end of publishing.
+            let at = if seq == 2 {
+                Time::from_secs(19)
+            } else {
+                Time::from_secs(seq) + std::time::Duration::from_millis(200)
+            };
+            ledger.delivered(observer, &stamp(0, seq), &topic(0), at, false);
+        }
+        let (checks, _) =
+            run_all(&ledger, &scenario("latency_p99_ms_max = 100\ndrain_complete_within_secs = 5"));
+        assert!(!check(&checks, "latency").passed);
+        let drain = check(&checks, "drain");
+        assert!(!drain.passed);
+        assert!(drain.detail.contains("late: sub at 19.000000000s"), "{}", drain.detail);
+        assert!(check(&checks, "total-queue").passed);
+
+        let empty = Ledger::new();
+        let (checks, _) = run_all(&empty, &scenario("latency_p99_ms_max = 100"));
+        assert!(!check(&checks, "latency").passed, "a latency bound with nothing measured cannot pass");
+    }
+
+    #[test]
+    fn per_observer_counts_stay_apart() {
+        let (mut ledger, first) = invoked(2, 3, QoS::AtLeastOnce);
+        let second = ledger.register_observer("second", QoS::AtLeastOnce);
+        // Registered late: its subscription became active after every publish, so nothing is
+        // expected there and its one delivery of an old message is harmless.
+        ledger.subscription_active(second, &["#"], Time::from_secs(100));
+        deliver_all(&mut ledger, first, 2, 3);
+        deliver(&mut ledger, second, 1, 1, false);
+        let counts = delivery_counts(&ledger, &scenario("").expect);
+        assert_eq!(counts.observers.len(), 2);
+        assert_eq!(counts.observers[0].delivered, 6);
+        assert_eq!(counts.observers[1].delivered, 1);
+        assert_eq!(counts.observers[1].expected, 0);
+        assert_eq!(counts.total.delivered, 7);
+    }
+}

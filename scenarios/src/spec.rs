@@ -1208,3 +1208,279 @@ fn validate_expectations(map: &SourceMap<'_>, expect: &Expectations) -> Result<(
 pub fn any_filter_matches<S: AsRef<str>>(filters: &[S], topic: &str) -> bool {
     filters.iter().any(|filter| filter_matches(filter.as_ref(), topic))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = r#"
+name = "unit"
+description = "a test world"
+duration_secs = 30
+drain_secs = 10
+
+[network]
+latency_ms = { min = 1, max = 5 }
+loss = 0.01
+
+[[hosts]]
+name = "edge"
+
+[[hosts]]
+name = "cell"
+
+[[pods]]
+name = "broker"
+host = "edge"
+kind = "broker"
+
+[pods.config]
+subscriber_queue_messages_limit = 1000
+
+[[fleets]]
+name = "sensors"
+host = "cell"
+broker = "broker"
+count = 10
+client_id = "dev-{index}"
+topic = "plant/{fleet}/{client_id}/telemetry"
+qos = 1
+rate_per_sec = 2.0
+payload_bytes = 40
+protocol = "3.1.1"
+
+[[subscribers]]
+name = "sink"
+host = "edge"
+broker = "broker"
+client_id = "sink"
+filters = ["plant/#"]
+qos = 2
+clean_start = false
+session_expiry_secs = 60
+
+[[faults]]
+at_secs = 12.5
+action = "heal"
+hosts = ["cell"]
+
+[[faults]]
+at_secs = 10
+action = "partition"
+hosts = ["cell"]
+
+[[faults]]
+at_secs = 20
+action = "link"
+hosts = ["edge", "cell"]
+latency_ms = { min = 50, max = 80 }
+
+[expect]
+duplicated_max = 5
+latency_p99_ms_max = 250
+allowed_drops = ["queue_full"]
+"#;
+
+    fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::from_toml_str(text, "unit.toml")
+    }
+
+    /// The valid file with `from` replaced by `to` (exactly once).
+    fn variant(from: &str, to: &str) -> String {
+        assert_eq!(VALID.matches(from).count(), 1, "`{from}` must occur once");
+        VALID.replace(from, to)
+    }
+
+    /// Parses a broken variant and returns (line, column, message).
+    fn error_of(text: &str) -> (usize, usize, String) {
+        let error = parse(text).expect_err("the variant must be rejected");
+        let (line, column) = error.position();
+        (line, column, error.to_string())
+    }
+
+    fn line_of(text: &str, needle: &str) -> usize {
+        text.lines().position(|line| line.contains(needle)).expect("needle present") + 1
+    }
+
+    #[test]
+    fn a_valid_file_parses_into_typed_values() {
+        let scenario = parse(VALID).expect("valid");
+        assert_eq!(scenario.name, "unit");
+        assert_eq!(scenario.end(), Time::from_secs(40));
+        assert_eq!(scenario.network.loss, 0.01);
+        let fleet = &scenario.fleets[0];
+        assert_eq!(fleet.qos, QoS::AtLeastOnce);
+        assert_eq!(fleet.publish_interval(), Duration::from_millis(500));
+        assert_eq!(fleet.protocol.version(), ProtocolVersion::V311);
+        assert!(fleet.clean_start, "clean_start defaults to true");
+        assert_eq!(fleet.keep_alive_secs, 60);
+        assert_eq!(scenario.subscribers[0].qos, QoS::ExactlyOnce);
+        assert_eq!(
+            scenario.pods[0].config.get("subscriber_queue_messages_limit").and_then(|v| v.as_integer()),
+            Some(1000)
+        );
+        // Faults come out sorted by time.
+        let times: Vec<f64> = scenario.faults.iter().map(|fault| fault.at_secs).collect();
+        assert_eq!(times, vec![10.0, 12.5, 20.0]);
+        assert!(matches!(scenario.faults[0].action, FaultAction::Partition { .. }));
+        assert_eq!(scenario.faults[1].at(), Time::from_millis(12_500));
+        assert_eq!(scenario.last_recovery(), Time::from_secs(30));
+        assert_eq!(scenario.expect.duplicated_max, Some(5));
+        assert!(scenario.expect.ordered);
+        assert_eq!(scenario.device_count(), 10);
+    }
+
+    #[test]
+    fn syntax_errors_point_at_the_line_and_say_what_was_expected() {
+        let text = variant("payload_bytes = 40", "payload_bytes = 40\ncolour = \"red\"");
+        let (line, column, message) = error_of(&text);
+        assert_eq!(line, line_of(&text, "colour"));
+        assert_eq!(column, 1);
+        assert!(message.starts_with(&format!("unit.toml:{line}:1: ")), "{message}");
+        assert!(message.contains("unknown field `colour`"), "{message}");
+
+        let text = variant("count = 10", "count = \"ten\"");
+        let (line, column, message) = error_of(&text);
+        assert_eq!((line, column), (line_of(&text, "count = \"ten\""), 9), "{message}");
+        assert!(message.contains("invalid type"), "{message}");
+
+        let text = variant("qos = 1", "qos = 3");
+        let (line, _, message) = error_of(&text);
+        assert_eq!(line, line_of(&text, "qos = 3"));
+        assert!(message.contains("invalid QoS 3, expected 0, 1 or 2"), "{message}");
+
+        let text = variant("action = \"link\"", "action = \"melt\"");
+        let (line, _, message) = error_of(&text);
+        assert_eq!(line, line_of(&text, "melt"));
+        assert!(message.contains("unknown variant `melt`"), "{message}");
+
+        let (line, _, message) = error_of("name = \"x\"\nduration_secs = [1,\n");
+        assert_eq!(line, 2, "{message}");
+    }
+
+    #[test]
+    fn unknown_names_are_reported_at_the_reference() {
+        let text = variant("broker = \"broker\"\ncount", "broker = \"brokr\"\ncount");
+        let (line, column, message) = error_of(&text);
+        assert_eq!((line, column), (line_of(&text, "\"brokr\""), 10));
+        assert!(message.contains("unknown broker pod `brokr`, expected one of: broker"), "{message}");
+
+        let text = variant("host = \"cell\"\nbroker", "host = \"shed\"\nbroker");
+        let (line, _, message) = error_of(&text);
+        assert_eq!(line, line_of(&text, "\"shed\""));
+        assert!(message.contains("unknown host `shed`"), "{message}");
+
+        let text = variant("hosts = [\"edge\", \"cell\"]", "hosts = [\"edge\", \"attic\"]");
+        let (line, column, message) = error_of(&text);
+        assert_eq!((line, column), (line_of(&text, "attic"), 18), "{message}");
+    }
+
+    #[test]
+    fn impossible_values_are_rejected_with_their_position() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("count = 10", "count = 0", "count = 0, expected 1"),
+            ("payload_bytes = 40", "payload_bytes = 39", "expected 40 (the stamp)"),
+            ("rate_per_sec = 2.0", "rate_per_sec = 2.0\npublish_interval_ms = 5", "exactly one"),
+            ("rate_per_sec = 2.0", "rate_per_sec = 0.0", "rate_per_sec = 0"),
+            ("at_secs = 20", "at_secs = 41", "outside the run"),
+            ("duration_secs = 30", "duration_secs = 0", "duration_secs = 0"),
+            ("loss = 0.01", "loss = 1.5", "probability 1.5 out of range"),
+            ("latency_ms = { min = 1, max = 5 }", "latency_ms = { min = 9, max = 5 }", "min <= max"),
+            ("filters = [\"plant/#\"]", "filters = [\"plant/#/x\"]", "topic filter `plant/#/x` invalid"),
+            ("filters = [\"plant/#\"]", "filters = []", "no filters"),
+            (
+                "topic = \"plant/{fleet}/{client_id}/telemetry\"",
+                "topic = \"plant/{site}\"",
+                "unknown placeholder {site}",
+            ),
+            (
+                "topic = \"plant/{fleet}/{client_id}/telemetry\"",
+                "topic = \"plant/+/x\"",
+                "topic pattern `plant/+/x` invalid",
+            ),
+            ("client_id = \"dev-{index}\"", "client_id = \"dev\"", "has no {index}"),
+            (
+                "session_expiry_secs = 60",
+                "session_expiry_secs = 0",
+                "clean_start = false needs session_expiry_secs",
+            ),
+            (
+                "allowed_drops = [\"queue_full\"]",
+                "allowed_drops = [\"whatever\"]",
+                "unknown drop reason `whatever`",
+            ),
+            ("latency_p99_ms_max = 250", "latency_p99_ms_max = -1", "latency_p99_ms_max = -1"),
+            ("name = \"cell\"", "name = \"edge\"", "duplicate name `edge`"),
+            ("name = \"unit\"", "name = \"unit test\"", "name `unit test` invalid"),
+        ];
+        for (from, to, expected) in cases {
+            let text = variant(from, to);
+            let (line, column, message) = error_of(&text);
+            assert!(message.contains(expected), "{to}: got {message}");
+            assert!(line > 1 && column >= 1, "{to}: position {line}:{column} ({message})");
+            let first_line_of_change = to.lines().next().expect("non-empty");
+            let lines: Vec<&str> = text.lines().collect();
+            let changed =
+                lines.iter().rposition(|line| line.contains(first_line_of_change)).expect("changed") + 1;
+            assert!(line + 12 >= changed && line <= changed + 1, "{to}: line {line}, changed {changed}");
+        }
+    }
+
+    #[test]
+    fn the_fault_schedule_must_make_sense() {
+        // Heal without a partition before it (the partition moved after the heal).
+        let text = variant("at_secs = 10\naction = \"partition\"", "at_secs = 13\naction = \"partition\"");
+        let (line, _, message) = error_of(&text);
+        assert!(message.contains("heal of [cell] without a partition"), "{message}");
+        assert_eq!(line, line_of(&text, "action = \"heal\""));
+
+        let crash_twice = format!(
+            "{VALID}\n[[faults]]\nat_secs = 1\naction = \"crash\"\npod = \"broker\"\n\n[[faults]]\nat_secs = 2\naction = \"crash\"\npod = \"broker\"\n"
+        );
+        assert!(error_of(&crash_twice).2.contains("already crashed"));
+        let restart_running =
+            format!("{VALID}\n[[faults]]\nat_secs = 1\naction = \"restart\"\npod = \"broker\"\n");
+        assert!(error_of(&restart_running).2.contains("which is not crashed"));
+        let missing_pod = format!("{VALID}\n[[faults]]\nat_secs = 1\naction = \"crash\"\n");
+        assert!(error_of(&missing_pod).2.contains("action = \"crash\" needs `pod`"));
+        let wrong_key = format!(
+            "{VALID}\n[[faults]]\nat_secs = 1\naction = \"crash\"\npod = \"broker\"\nfrom = \"edge\"\n"
+        );
+        let (line, _, message) = error_of(&wrong_key);
+        assert!(message.contains("`from` does not apply to action = \"crash\""), "{message}");
+        assert_eq!(line, wrong_key.lines().count());
+        let oneway_self = format!(
+            "{VALID}\n[[faults]]\nat_secs = 1\naction = \"partition_oneway\"\nfrom = \"edge\"\nto = \"edge\"\n"
+        );
+        assert!(error_of(&oneway_self).2.contains("two different hosts"));
+        let heal_all = format!(
+            "{VALID}\n[[faults]]\nat_secs = 1\naction = \"partition_oneway\"\nfrom = \"edge\"\nto = \"cell\"\n\n[[faults]]\nat_secs = 2\naction = \"heal\"\n"
+        );
+        let scenario = parse(&heal_all).expect("a bare heal heals one-way partitions too");
+        assert!(matches!(&scenario.faults[1].action, FaultAction::Heal { hosts } if hosts.is_empty()));
+    }
+
+    #[test]
+    fn the_content_hash_is_stable_and_sensitive() {
+        let first = parse(VALID).expect("valid").scenario_hash();
+        assert_eq!(first, parse(VALID).expect("valid").scenario_hash());
+        assert_eq!(first.len(), 16);
+        // Comments and layout do not change the content.
+        let reformatted = format!("# a comment\n{}", VALID.replace("count = 10", "count    = 10 # devices"));
+        assert_eq!(first, parse(&reformatted).expect("valid").scenario_hash());
+        let changed = parse(&variant("count = 10", "count = 11")).expect("valid").scenario_hash();
+        assert_ne!(first, changed);
+        // FNV-1a test vectors pin the algorithm across platforms.
+        assert_eq!(fnv1a_64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a_64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn line_and_column_count_characters() {
+        let map = SourceMap::new("x", "ab\nçd\n");
+        assert_eq!(map.line_column(0), (1, 1));
+        assert_eq!(map.line_column(3), (2, 1));
+        assert_eq!(map.line_column(5), (2, 2));
+        assert_eq!(map.line_column(999), (3, 1));
+    }
+}
