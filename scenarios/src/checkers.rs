@@ -77,11 +77,9 @@ pub struct ObserverCounts {
     pub duplicated_examples: Vec<MessageId>,
     /// A few failed-but-delivered messages.
     pub failed_delivered_examples: Vec<MessageId>,
-    /// When the observer received its last message.
-    #[serde(skip)]
+    /// When the observer received its last message (nanoseconds on the world's clock).
     pub last_delivery_at: Option<Time>,
     /// A few order violations.
-    #[serde(skip)]
     pub order_examples: Vec<OrderWitness>,
 }
 

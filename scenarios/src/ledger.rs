@@ -291,7 +291,7 @@ impl ObserverPublisher {
 }
 
 /// A delivery that broke per-(publisher, topic) order.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OrderWitness {
     /// The publisher.
     pub publisher_id: u64,

@@ -263,3 +263,165 @@ impl Outcome {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::DROP_QUEUE_FULL;
+    use crate::stamp::Stamp;
+    use edgeproof_system::Time;
+    use edgeproof_system::mqtt::QoS;
+
+    fn run_info() -> RunInfo {
+        RunInfo {
+            seed: 42,
+            engine: "fast".to_string(),
+            trace_hash: "00ff00ff00ff00ff".to_string(),
+            sim_seconds: 70.0,
+            wall_seconds: 2.0,
+            events: 1_000,
+            commit: Some("abc1234".to_string()),
+        }
+    }
+
+    /// The broker-crash catalogue scenario with a ledger where the crash lost two acknowledged
+    /// messages (one of them queued and dropped with a declared reason that is not allowed).
+    fn crashed() -> (Scenario, Ledger) {
+        let scenario = crate::catalog::get("broker-crash").expect("catalogue entry");
+        let mut ledger = Ledger::new();
+        let observer = ledger.register_observer("historian", QoS::AtLeastOnce);
+        ledger.subscription_active(observer, &["#"], Time::ZERO);
+        for publisher in 0..2 {
+            ledger.register_publisher(publisher, &format!("dev-{publisher}"));
+        }
+        for seq in 0..5 {
+            for publisher in 0..2 {
+                let topic = format!("plant/cell1/dev-{publisher}/telemetry");
+                let planned = Time::from_secs(seq);
+                ledger.publish_invoked(publisher, seq, &topic, QoS::AtLeastOnce, planned, planned);
+                ledger.publish_acked(publisher, seq, planned);
+                if (publisher, seq) == (1, 3) || (publisher, seq) == (0, 4) {
+                    continue;
+                }
+                let stamp = Stamp {
+                    flags: 0,
+                    publisher_id: publisher,
+                    seq,
+                    planned_send: planned,
+                    actual_send: planned,
+                };
+                ledger.delivered(
+                    observer,
+                    &stamp,
+                    &topic,
+                    planned + std::time::Duration::from_millis(3),
+                    false,
+                );
+            }
+        }
+        ledger.message_dropped(observer, 0, 4, DROP_QUEUE_FULL);
+        (scenario, ledger)
+    }
+
+    #[test]
+    fn lost_acknowledged_messages_make_the_verdict_fail() {
+        let (scenario, ledger) = crashed();
+        let outcome = Outcome::from_ledger(&scenario, &ledger, run_info());
+        assert_eq!(outcome.verdict, Verdict::Fail);
+        assert!(!outcome.passed());
+        assert_eq!(outcome.counters.lost, 2);
+        assert_eq!(outcome.counters.published, 10);
+        assert_eq!(outcome.counters.acked, 10);
+        assert_eq!(outcome.counters.delivered, 8);
+        assert_eq!(outcome.counters.dropped.get(DROP_QUEUE_FULL), Some(&1));
+        assert_eq!(outcome.sim_seconds_per_wall_second, 35.0);
+        assert_eq!(outcome.events_per_wall_second, 500.0);
+        assert_eq!(outcome.scenario_hash, scenario.scenario_hash());
+        let failed: Vec<&str> =
+            outcome.checks.iter().filter(|check| !check.passed).map(|check| check.name.as_str()).collect();
+        assert_eq!(failed, ["total-queue", "drops"]);
+    }
+
+    #[test]
+    fn outcome_json_field_names_are_pinned() {
+        let (scenario, ledger) = crashed();
+        let outcome = Outcome::from_ledger(&scenario, &ledger, run_info());
+        let value: serde_json::Value = serde_json::from_str(&outcome.to_json()).expect("valid JSON");
+        // Sorted, whatever order serde_json's map keeps.
+        let keys = |value: &serde_json::Value| -> Vec<String> {
+            let mut keys: Vec<String> = value.as_object().expect("an object").keys().cloned().collect();
+            keys.sort();
+            keys
+        };
+        let top = keys(&value);
+        assert_eq!(
+            top,
+            [
+                "checks",
+                "commit",
+                "counters",
+                "edgeproof_version",
+                "engine",
+                "events",
+                "events_per_wall_second",
+                "histograms",
+                "latency_ms",
+                "latency_raw_ms",
+                "observers",
+                "scenario",
+                "scenario_hash",
+                "seed",
+                "send_lag_ms",
+                "sim_seconds",
+                "sim_seconds_per_wall_second",
+                "trace_hash",
+                "verdict",
+                "wall_seconds",
+            ]
+        );
+        let counters = keys(&value["counters"]);
+        assert_eq!(
+            counters,
+            [
+                "acked",
+                "delivered",
+                "deliveries",
+                "dropped",
+                "duplicated",
+                "failed",
+                "indeterminate",
+                "lost",
+                "out_of_order",
+                "published",
+                "recovered",
+                "unexpected"
+            ]
+        );
+        assert_eq!(keys(&value["latency_ms"]), ["count", "max", "p50", "p99", "p999"]);
+        assert_eq!(keys(&value["checks"][0]), ["detail", "name", "passed"]);
+        assert_eq!(keys(&value["histograms"]), ["latency_raw_us", "latency_us", "send_lag_us"]);
+        assert_eq!(value["verdict"], "fail");
+        assert_eq!(value["scenario"], "broker-crash");
+        assert_eq!(value["counters"]["dropped"]["queue_full"], 1);
+        assert_eq!(value["observers"][0]["lost_examples"], serde_json::json!([[0, 4], [1, 3]]));
+        // The JSON reads back into the same outcome, histograms included.
+        let back = Outcome::from_json(&outcome.to_json()).expect("roundtrip");
+        assert_eq!(back, outcome);
+        let histogram = crate::latency::histogram_from_base64(&back.histograms.latency_us).expect("decodes");
+        assert_eq!(histogram.len(), 8);
+    }
+
+    #[test]
+    fn the_verdict_table_is_short_and_names_the_failures() {
+        let (scenario, ledger) = crashed();
+        let table = Outcome::from_ledger(&scenario, &ledger, run_info()).verdict_table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines.len() <= 12, "{table}");
+        assert!(lines[0].starts_with("FAIL  broker-crash"), "{table}");
+        assert!(table.contains("FAIL  total-queue  lost 2 (max 0)"), "{table}");
+        assert!(table.contains("  ok    order"), "{table}");
+        assert!(table.contains("published 10  acked 10  delivered 8  lost 2"), "{table}");
+        assert!(table.contains("dropped queue_full 1"), "{table}");
+        assert!(lines.iter().all(|line| line.chars().count() <= 140), "{table}");
+    }
+}

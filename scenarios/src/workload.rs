@@ -328,3 +328,140 @@ impl DevicePlan {
         self.schedule
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(arrival: &str) -> Scenario {
+        let text = format!(
+            r#"
+name = "workload"
+duration_secs = 60
+[[hosts]]
+name = "h"
+[[pods]]
+name = "b"
+host = "h"
+kind = "broker"
+[[fleets]]
+name = "north"
+host = "h"
+broker = "b"
+count = 100
+client_id = "n-{{index}}"
+topic = "plant/{{fleet}}/{{client_id}}"
+qos = 1
+publish_interval_ms = 1000
+payload_bytes = 64
+arrival = "{arrival}"
+[[fleets]]
+name = "south"
+host = "h"
+broker = "b"
+count = 50
+client_id = "s-{{index}}"
+topic = "plant/{{fleet}}/{{index}}/x"
+qos = 0
+rate_per_sec = 4
+payload_bytes = 40
+"#
+        );
+        Scenario::from_toml_str(&text, "workload.toml").expect("valid")
+    }
+
+    #[test]
+    fn patterns_expand_every_placeholder() {
+        assert_eq!(expand_client_id("dev-{index}", "f", 7), "dev-7");
+        assert_eq!(expand_client_id("{fleet}-{index}-{index}", "cell", 3), "cell-3-3");
+        assert_eq!(expand_topic("plant/{fleet}/{client_id}/t", "cell", 3, "dev-3"), "plant/cell/dev-3/t");
+        assert_eq!(expand_topic("no/placeholders", "cell", 3, "dev-3"), "no/placeholders");
+    }
+
+    #[test]
+    fn publisher_ids_are_dense_across_fleets_and_locate_inverts_them() {
+        let workload = Workload::new(&scenario("periodic"), 1);
+        assert_eq!(workload.publisher_count(), 150);
+        let south = workload.device(1, 0);
+        assert_eq!(south.publisher_id, 100);
+        assert_eq!(south.client_id, "s-0");
+        assert_eq!(south.topic, "plant/south/0/x");
+        let north = workload.device(0, 42);
+        assert_eq!((north.publisher_id, north.client_id.as_str()), (42, "n-42"));
+        assert_eq!(north.topic, "plant/north/n-42");
+        for publisher_id in 0..150 {
+            let (fleet, index) = workload.locate(publisher_id).expect("in range");
+            assert_eq!(workload.device(fleet, index).publisher_id, publisher_id);
+        }
+        assert_eq!(workload.locate(150), None);
+        assert_eq!(workload.device_by_publisher_id(149).map(|plan| plan.client_id), Some("s-49".to_string()));
+    }
+
+    #[test]
+    fn periodic_plans_are_phase_plus_k_intervals_with_seeded_phases() {
+        let scenario = scenario("periodic");
+        let workload = Workload::new(&scenario, 7);
+        let mut phases = Vec::new();
+        for index in 0..100 {
+            let plan = workload.device(0, index);
+            let phase = plan.schedule.phase();
+            assert!(phase < Duration::from_secs(1));
+            phases.push(phase);
+            let publishes: Vec<PlannedPublish> = plan.publishes().collect();
+            assert_eq!(publishes.len(), 60, "one per second for 60 s");
+            assert_eq!(plan.publishes().total_count(), 60);
+            for (k, publish) in publishes.iter().enumerate() {
+                assert_eq!(publish.seq, k as u64);
+                assert_eq!(
+                    publish.at,
+                    Time::from_nanos(phase.as_nanos() as u64) + Duration::from_secs(k as u64)
+                );
+                assert_eq!(plan.schedule.planned_time(k as u64), Some(publish.at));
+            }
+            assert_eq!(plan.schedule.planned_time(60), None);
+        }
+        phases.sort_unstable();
+        phases.dedup();
+        assert!(phases.len() > 95, "devices do not publish in lock-step");
+        // Same (scenario, seed): same plans; another seed: other phases.
+        let again = Workload::new(&scenario, 7);
+        assert_eq!(again.device(0, 5), workload.device(0, 5));
+        let other = Workload::new(&scenario, 8);
+        assert_ne!(other.device(0, 5).schedule.phase(), workload.device(0, 5).schedule.phase());
+        // Rate-based fleets: 4 per second for 60 s.
+        assert_eq!(workload.device(1, 3).publishes().count(), 240);
+    }
+
+    #[test]
+    fn poisson_plans_are_deterministic_with_the_right_mean() {
+        let scenario = scenario("poisson");
+        let workload = Workload::new(&scenario, 3);
+        let mut total = 0_u64;
+        for index in 0..100 {
+            let plan = workload.device(0, index);
+            let publishes: Vec<PlannedPublish> = plan.publishes().collect();
+            assert!(
+                publishes.windows(2).all(|pair| pair[0].at < pair[1].at && pair[0].seq + 1 == pair[1].seq)
+            );
+            assert!(publishes.iter().all(|publish| publish.at < scenario.publish_end()));
+            assert_eq!(plan.schedule.planned_time(0), None, "no O(1) lookup for Poisson");
+            assert_eq!(
+                publishes,
+                Workload::new(&scenario, 3).device(0, index).publishes().collect::<Vec<_>>()
+            );
+            total += publishes.len() as u64;
+        }
+        // 100 devices x 60 s at a mean of 1/s: 6,000 expected, standard deviation about 77.
+        assert!((5_700..=6_300).contains(&total), "{total}");
+    }
+
+    #[test]
+    fn a_schedule_is_small_enough_to_keep_per_device() {
+        assert!(std::mem::size_of::<PublishSchedule>() <= 72, "{}", std::mem::size_of::<PublishSchedule>());
+        let workload = Workload::new(&scenario("periodic"), 1);
+        let mut schedule = workload.device(0, 0).publishes();
+        let first = schedule.peek().expect("one publish at least");
+        assert_eq!(schedule.next(), Some(first));
+        assert_eq!(schedule.peek().map(|publish| publish.seq), Some(1));
+    }
+}
