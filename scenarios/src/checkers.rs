@@ -120,9 +120,8 @@ pub fn delivery_counts(ledger: &Ledger, expect: &Expectations) -> DeliveryCounts
             let view = observer.per_publisher.get(slot);
             let delivered = |seq: u64| view.is_some_and(|view| view.delivered.contains(seq));
             let excused = |seq: u64| {
-                view.and_then(|view| view.dropped.as_ref())
-                    .and_then(|dropped| dropped.get(&seq))
-                    .is_some_and(|reason| allowed.contains(&usize::from(*reason)))
+                view.and_then(|view| view.dropped_reason(seq))
+                    .is_some_and(|reason| allowed.contains(&usize::from(reason)))
             };
             ledger.for_each_expected(observer, publisher, |seq, qos| {
                 counts.expected += 1;
@@ -149,12 +148,12 @@ pub fn delivery_counts(ledger: &Ledger, expect: &Expectations) -> DeliveryCounts
                     }
                 }
             });
-            for seq in publisher.indeterminate.iter() {
-                if !publisher.acked.contains(seq) && !publisher.failed.contains(seq) && delivered(seq) {
+            for seq in publisher.indeterminate().iter() {
+                if !publisher.acked.contains(seq) && !publisher.failed().contains(seq) && delivered(seq) {
                     counts.recovered += 1;
                 }
             }
-            for seq in publisher.failed.iter() {
+            for seq in publisher.failed().iter() {
                 if !publisher.acked.contains(seq) && delivered(seq) {
                     counts.failed_delivered += 1;
                     if counts.failed_delivered_examples.len() < crate::ledger::WITNESS_LIMIT {

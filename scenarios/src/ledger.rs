@@ -46,14 +46,16 @@ pub const KNOWN_DROP_REASONS: &[&str] = &[
 /// How many example witnesses each anomaly keeps (the counts are always exact).
 pub const WITNESS_LIMIT: usize = 5;
 
-/// A set of sequence numbers that is dense in practice: bits above a fully-set prefix. Memory is
-/// one bit per seq between the lowest missing seq and the highest present one, and nothing for
-/// the prefix, so an in-order stream costs a few words however long it runs.
+/// A set of sequence numbers that is dense in practice: an exact fully-present prefix plus bits
+/// above it. An in-order stream costs no heap at all however long it runs; a gap costs one bit per
+/// seq between the gap and the highest seq present, and the bits go away once the gap fills.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SeqSet {
-    /// Every seq below `base_word * 64` is in the set.
+    /// Every seq below `prefix` is in the set.
+    prefix: u64,
+    /// Word index of `words[0]`; `base_word * 64 <= prefix` whenever `words` is not empty.
     base_word: u64,
-    /// Bit `i` of `words[w]` is seq `(base_word + w) * 64 + i`.
+    /// Bit `i` of `words[w]` is seq `(base_word + w) * 64 + i` (bits below `prefix` are ignored).
     words: Vec<u64>,
     /// Number of seqs in the set.
     count: u64,
@@ -62,39 +64,66 @@ pub struct SeqSet {
 impl SeqSet {
     /// An empty set.
     pub const fn new() -> SeqSet {
-        SeqSet { base_word: 0, words: Vec::new(), count: 0 }
+        SeqSet { prefix: 0, base_word: 0, words: Vec::new(), count: 0 }
     }
 
     /// Adds `seq`; true when it was not in the set before.
     pub fn insert(&mut self, seq: u64) -> bool {
-        let word = seq / 64;
-        if word < self.base_word {
+        if self.contains(seq) {
             return false;
         }
-        let index = usize::try_from(word - self.base_word).expect("seq span fits memory");
+        self.count += 1;
+        if seq == self.prefix && self.words.is_empty() {
+            // The common case: the next seq in order.
+            self.prefix += 1;
+            return true;
+        }
+        if self.words.is_empty() {
+            self.base_word = self.prefix / 64;
+        }
+        assert!(seq >= self.prefix && seq / 64 >= self.base_word);
+        let index = usize::try_from(seq / 64 - self.base_word).expect("seq span fits memory");
         if index >= self.words.len() {
             self.words.resize(index + 1, 0);
         }
-        let bit = 1_u64 << (seq % 64);
-        if self.words[index] & bit != 0 {
-            return false;
-        }
-        self.words[index] |= bit;
-        self.count += 1;
-        if index == 0 && self.words[0] == u64::MAX {
-            let full = self.words.iter().take_while(|word| **word == u64::MAX).count();
-            self.words.drain(..full);
-            self.base_word += full as u64;
+        self.words[index] |= 1 << (seq % 64);
+        if seq == self.prefix {
+            self.advance_prefix();
         }
         assert!(self.contains(seq));
         true
     }
 
+    /// Moves the prefix over the run of present seqs starting at it, then frees words below it.
+    fn advance_prefix(&mut self) {
+        loop {
+            let index = (self.prefix / 64 - self.base_word) as usize;
+            let Some(bits) = self.words.get(index) else { break };
+            let run = u64::from((!(bits >> (self.prefix % 64))).trailing_zeros());
+            self.prefix += run;
+            if run == 0 || !self.prefix.is_multiple_of(64) {
+                break;
+            }
+        }
+        let below =
+            usize::try_from(self.prefix / 64 - self.base_word).unwrap_or(usize::MAX).min(self.words.len());
+        self.words.drain(..below);
+        self.base_word += below as u64;
+        // Nothing left above the prefix: give the memory back.
+        if self.words.len() == 1 && self.words[0] >> (self.prefix % 64) == 0 {
+            self.words = Vec::new();
+        }
+        assert!(self.words.is_empty() || self.base_word * 64 <= self.prefix);
+    }
+
     /// Whether `seq` is in the set.
     pub fn contains(&self, seq: u64) -> bool {
+        if seq < self.prefix {
+            return true;
+        }
         let word = seq / 64;
         if word < self.base_word {
-            return true;
+            return false;
         }
         usize::try_from(word - self.base_word)
             .ok()
@@ -110,6 +139,11 @@ impl SeqSet {
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
         self.count == 0
+    }
+
+    /// Bytes of heap this set holds (zero for an in-order stream).
+    pub fn heap_bytes(&self) -> usize {
+        self.words.capacity() * 8
     }
 }
 
@@ -139,6 +173,104 @@ impl SparseSeqs {
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = u64> + '_ {
         self.0.iter().copied()
+    }
+}
+
+/// Many short strings in one buffer: 8 bytes of overhead per string instead of a heap allocation.
+#[derive(Clone, Debug, Default)]
+struct StrArena {
+    text: String,
+    ends: Vec<u64>,
+}
+
+impl StrArena {
+    fn push(&mut self, value: &str) -> u32 {
+        self.text.push_str(value);
+        self.ends.push(self.text.len() as u64);
+        u32::try_from(self.ends.len() - 1).expect("at most 4 billion strings")
+    }
+
+    fn get(&self, id: u32) -> &str {
+        let id = id as usize;
+        let start = if id == 0 { 0 } else { self.ends[id - 1] as usize };
+        &self.text[start..self.ends[id] as usize]
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+}
+
+/// Interned topic names: each name stored once in an arena, found through a hash table of ids
+/// (hashbrown's `HashTable`, so the table holds 4-byte ids and not a second copy of every name).
+#[derive(Clone, Default)]
+struct TopicTable {
+    names: StrArena,
+    index: hashbrown::HashTable<TopicId>,
+}
+
+impl std::fmt::Debug for TopicTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TopicTable({} topics)", self.names.len())
+    }
+}
+
+impl TopicTable {
+    fn hash(topic: &str) -> u64 {
+        use std::hash::BuildHasher as _;
+        rustc_hash::FxBuildHasher.hash_one(topic)
+    }
+
+    fn find(&self, topic: &str) -> Option<TopicId> {
+        self.index.find(Self::hash(topic), |id| self.names.get(*id) == topic).copied()
+    }
+
+    fn intern(&mut self, topic: &str) -> TopicId {
+        if let Some(id) = self.find(topic) {
+            return id;
+        }
+        let id = self.names.push(topic);
+        let names = &self.names;
+        self.index.insert_unique(Self::hash(topic), id, |id| Self::hash(names.get(*id)));
+        assert_eq!(self.names.get(id), topic);
+        id
+    }
+
+    fn name(&self, id: TopicId) -> &str {
+        self.names.get(id)
+    }
+}
+
+/// The first seq each subscription activation expects from one publisher: almost always one or
+/// two activations, kept inline; more spill to the heap.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct ActivationSeqs {
+    inline: [u64; 2],
+    len: u32,
+    // Boxed to keep the common case at 32 bytes: this exists once per publisher.
+    #[allow(clippy::box_collection)]
+    spill: Option<Box<Vec<u64>>>,
+}
+
+impl ActivationSeqs {
+    fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    fn push(&mut self, seq: u64) {
+        match self.len {
+            0 | 1 => self.inline[self.len as usize] = seq,
+            _ => self.spill.get_or_insert_with(Default::default).push(seq),
+        }
+        self.len += 1;
+        assert_eq!(self.len(), self.len().min(2) + self.spill.as_ref().map_or(0, |spill| spill.len()));
+    }
+
+    fn get(&self, index: usize) -> Option<u64> {
+        if index >= self.len() {
+            return None;
+        }
+        Some(if index < 2 { self.inline[index] } else { self.spill.as_ref()?[index - 2] })
     }
 }
 
@@ -234,59 +366,99 @@ impl MixedStreams {
 #[derive(Clone, Debug)]
 pub(crate) struct PublisherState {
     pub(crate) publisher_id: u64,
-    pub(crate) client_id: Box<str>,
+    /// Index of its client id in [`Ledger::client_ids`].
+    client_id: u32,
     /// Seqs `0 .. invoked` were invoked (dense).
     pub(crate) invoked: u64,
     last_invoked_at: Time,
     streams: Streams,
     pub(crate) acked: SeqSet,
-    pub(crate) failed: SparseSeqs,
-    pub(crate) indeterminate: SparseSeqs,
+    /// Failed and indeterminate seqs: rare, so boxed away (8 bytes when there are none).
+    rare: Option<Box<RareOutcomes>>,
     /// For activation `i` (see [`Ledger::activations`]), the first seq invoked at or after it;
     /// activations this publisher has not invoked since are absent (nothing of it is expected).
-    first_seq_at_activation: Vec<u64>,
+    first_seq_at_activation: ActivationSeqs,
 }
 
-/// One observer's view of one publisher.
 #[derive(Clone, Debug, Default)]
+struct RareOutcomes {
+    failed: SparseSeqs,
+    indeterminate: SparseSeqs,
+}
+
+static NO_OUTCOMES: RareOutcomes =
+    RareOutcomes { failed: SparseSeqs(Vec::new()), indeterminate: SparseSeqs(Vec::new()) };
+
+impl PublisherState {
+    fn rare(&self) -> &RareOutcomes {
+        self.rare.as_deref().unwrap_or(&NO_OUTCOMES)
+    }
+
+    /// Seqs rejected with a failure code, ascending.
+    pub(crate) fn failed(&self) -> &SparseSeqs {
+        &self.rare().failed
+    }
+
+    /// Seqs whose outcome is unknown, ascending.
+    pub(crate) fn indeterminate(&self) -> &SparseSeqs {
+        &self.rare().indeterminate
+    }
+}
+
+/// One observer's view of one publisher (72 bytes and no heap for an in-order single-topic
+/// stream: this exists per observer and publisher, millions of times over).
+#[derive(Clone, Debug)]
 pub(crate) struct ObserverPublisher {
     pub(crate) delivered: SeqSet,
-    /// Highest seq delivered per topic: the common single topic inline, others beside it.
-    last_topic: Option<TopicId>,
+    /// Highest seq delivered per topic: the common single topic inline (`NO_TOPIC` = none yet),
+    /// others in `rare`.
+    last_topic: TopicId,
     last_seq: u64,
-    // A thin box (8 bytes) instead of a Vec (24) on purpose: this struct exists per (observer,
-    // publisher), a million times over, and almost always holds None.
-    #[allow(clippy::box_collection)]
-    other_topics: Option<Box<Vec<(TopicId, u64)>>>,
-    /// Seqs the system declared dropped for this observer (with a reason index).
-    #[allow(clippy::box_collection)]
-    pub(crate) dropped: Option<Box<BTreeMap<u64, u16>>>,
+    rare: Option<Box<ObserverRare>>,
+}
+
+/// What few (observer, publisher) pairs need.
+#[derive(Clone, Debug, Default)]
+struct ObserverRare {
+    other_topics: Vec<(TopicId, u64)>,
+    /// Seqs the system declared dropped for this observer, with an index into KNOWN_DROP_REASONS.
+    dropped: BTreeMap<u64, u16>,
+}
+
+const NO_TOPIC: TopicId = TopicId::MAX;
+
+impl Default for ObserverPublisher {
+    fn default() -> Self {
+        ObserverPublisher { delivered: SeqSet::new(), last_topic: NO_TOPIC, last_seq: 0, rare: None }
+    }
 }
 
 impl ObserverPublisher {
     /// The highest seq delivered on `topic` so far, if any.
     fn last_on(&self, topic: TopicId) -> Option<u64> {
-        if self.last_topic == Some(topic) {
+        if self.last_topic == topic {
             return Some(self.last_seq);
         }
-        self.other_topics.as_ref()?.iter().find(|(known, _)| *known == topic).map(|(_, seq)| *seq)
+        self.rare.as_ref()?.other_topics.iter().find(|(known, _)| *known == topic).map(|(_, seq)| *seq)
     }
 
     fn set_last(&mut self, topic: TopicId, seq: u64) {
-        match self.last_topic {
-            None => {
-                self.last_topic = Some(topic);
-                self.last_seq = seq;
-            }
-            Some(known) if known == topic => self.last_seq = seq,
-            Some(_) => {
-                let others = self.other_topics.get_or_insert_with(Default::default);
-                match others.iter_mut().find(|(known, _)| *known == topic) {
-                    Some(entry) => entry.1 = seq,
-                    None => others.push((topic, seq)),
-                }
-            }
+        assert_ne!(topic, NO_TOPIC);
+        if self.last_topic == NO_TOPIC || self.last_topic == topic {
+            self.last_topic = topic;
+            self.last_seq = seq;
+            return;
         }
+        let others = &mut self.rare.get_or_insert_with(Default::default).other_topics;
+        match others.iter_mut().find(|(known, _)| *known == topic) {
+            Some(entry) => entry.1 = seq,
+            None => others.push((topic, seq)),
+        }
+    }
+
+    /// The drop-reason index declared for `seq`, if the system declared it dropped here.
+    pub(crate) fn dropped_reason(&self, seq: u64) -> Option<u16> {
+        self.rare.as_ref()?.dropped.get(&seq).copied()
     }
 }
 
@@ -333,18 +505,18 @@ pub(crate) struct ObserverState {
 /// The record of a run. See the module documentation for the calling rules.
 #[derive(Clone, Debug)]
 pub struct Ledger {
+    /// Publishers by slot. A publisher whose id equals its slot (the dense ids the workload hands
+    /// out, registered in order) is found without hashing; others go through `sparse_slots`.
     pub(crate) publishers: Vec<PublisherState>,
-    publisher_slots: FxHashMap<u64, u32>,
-    topic_names: Vec<Box<str>>,
-    topic_ids: FxHashMap<Box<str>, TopicId>,
+    sparse_slots: FxHashMap<u64, u32>,
+    client_ids: StrArena,
+    topics: TopicTable,
     pub(crate) observers: Vec<ObserverState>,
     /// Times at which subscriptions became active, non-decreasing, in call order.
     pub(crate) activations: Vec<Time>,
     /// Drops the system declared by count only (e.g. a device's pending queue), by reason.
     pub(crate) declared_drops: BTreeMap<String, u64>,
     pub(crate) counters: LedgerCounters,
-    /// Latency over every observer's first deliveries.
-    pub(crate) latency: LatencyRecorder,
     /// Publisher lag (actual minus planned send time) in microseconds, over all invocations.
     pub(crate) send_lag: Histogram<u64>,
     /// The latest time any call carried.
@@ -369,16 +541,21 @@ pub struct LedgerCounters {
 impl Ledger {
     /// An empty ledger.
     pub fn new() -> Ledger {
+        Ledger::with_capacity(0)
+    }
+
+    /// An empty ledger with room for `publishers` publishers (saves the transient doubling of a
+    /// growing vector, which at a million publishers is a few hundred megabytes).
+    pub fn with_capacity(publishers: usize) -> Ledger {
         Ledger {
-            publishers: Vec::new(),
-            publisher_slots: FxHashMap::default(),
-            topic_names: Vec::new(),
-            topic_ids: FxHashMap::default(),
+            publishers: Vec::with_capacity(publishers),
+            sparse_slots: FxHashMap::default(),
+            client_ids: StrArena::default(),
+            topics: TopicTable::default(),
             observers: Vec::new(),
             activations: Vec::new(),
             declared_drops: BTreeMap::new(),
             counters: LedgerCounters::default(),
-            latency: LatencyRecorder::default(),
             send_lag: new_histogram(),
             last_event_at: Time::ZERO,
         }
@@ -400,21 +577,23 @@ impl Ledger {
 
     /// Declares a publisher before its first publish. Registering an id twice is a driver bug.
     pub fn register_publisher(&mut self, publisher_id: u64, client_id: &str) {
+        assert!(self.find_slot(publisher_id).is_none(), "publisher {publisher_id} registered twice");
         let slot = u32::try_from(self.publishers.len()).expect("at most 4 billion publishers");
-        let previous = self.publisher_slots.insert(publisher_id, slot);
-        assert!(previous.is_none(), "publisher {publisher_id} registered twice");
+        if u64::from(slot) != publisher_id {
+            self.sparse_slots.insert(publisher_id, slot);
+        }
+        let client_id = self.client_ids.push(client_id);
         self.publishers.push(PublisherState {
             publisher_id,
-            client_id: client_id.into(),
+            client_id,
             invoked: 0,
             last_invoked_at: Time::ZERO,
             streams: Streams::Empty,
             acked: SeqSet::new(),
-            failed: SparseSeqs::default(),
-            indeterminate: SparseSeqs::default(),
-            first_seq_at_activation: Vec::new(),
+            rare: None,
+            first_seq_at_activation: ActivationSeqs::default(),
         });
-        assert_eq!(self.publishers.len(), self.publisher_slots.len());
+        assert_eq!(self.find_slot(publisher_id), Some(slot as usize));
     }
 
     /// Declares an observer (names should be unique; reports show them). `qos` is the QoS it
@@ -447,25 +626,22 @@ impl Ledger {
         id
     }
 
+    fn find_slot(&self, publisher_id: u64) -> Option<usize> {
+        let dense = usize::try_from(publisher_id).ok().filter(|slot| {
+            self.publishers.get(*slot).is_some_and(|publisher| publisher.publisher_id == publisher_id)
+        });
+        dense.or_else(|| self.sparse_slots.get(&publisher_id).map(|slot| *slot as usize))
+    }
+
     fn slot(&self, publisher_id: u64) -> usize {
-        match self.publisher_slots.get(&publisher_id) {
-            Some(slot) => *slot as usize,
+        match self.find_slot(publisher_id) {
+            Some(slot) => slot,
             None => panic!("publisher {publisher_id} was never registered"),
         }
     }
 
-    fn intern(&mut self, topic: &str) -> TopicId {
-        if let Some(id) = self.topic_ids.get(topic) {
-            return *id;
-        }
-        let id = TopicId::try_from(self.topic_names.len()).expect("at most 4 billion topics");
-        self.topic_names.push(topic.into());
-        self.topic_ids.insert(topic.into(), id);
-        id
-    }
-
     pub(crate) fn topic_name(&self, topic: TopicId) -> &str {
-        &self.topic_names[topic as usize]
+        self.topics.name(topic)
     }
 
     /// The publisher invoked publish number `seq` (the next in its dense sequence) on `topic` at
@@ -482,8 +658,8 @@ impl Ledger {
         let slot = self.slot(publisher_id);
         // Fast path: a device re-publishing its one topic needs no hash lookup.
         let topic_id = match &self.publishers[slot].streams {
-            Streams::Single(stream) if *self.topic_names[stream.topic as usize] == *topic => stream.topic,
-            _ => self.intern(topic),
+            Streams::Single(stream) if self.topics.name(stream.topic) == topic => stream.topic,
+            _ => self.topics.intern(topic),
         };
         let activations = &self.activations;
         let publisher = &mut self.publishers[slot];
@@ -525,7 +701,7 @@ impl Ledger {
         let publisher = &mut self.publishers[slot];
         assert!(seq < publisher.invoked, "publisher {publisher_id}: failure of seq {seq} never invoked");
         assert!(reason_code >= 0x80, "reason code {reason_code:#04x} is a success, not a failure");
-        if publisher.failed.insert(seq) {
+        if publisher.rare.get_or_insert_with(Default::default).failed.insert(seq) {
             self.counters.failed += 1;
         }
         self.observe_time(at);
@@ -537,7 +713,7 @@ impl Ledger {
         let slot = self.slot(publisher_id);
         let publisher = &mut self.publishers[slot];
         assert!(seq < publisher.invoked, "publisher {publisher_id}: seq {seq} never invoked");
-        if publisher.indeterminate.insert(seq) {
+        if publisher.rare.get_or_insert_with(Default::default).indeterminate.insert(seq) {
             self.counters.indeterminate += 1;
         }
         self.observe_time(at);
@@ -568,7 +744,7 @@ impl Ledger {
     pub fn delivered(&mut self, observer: ObserverId, stamp: &Stamp, topic: &str, at: Time, dup: bool) {
         self.counters.deliveries += 1;
         self.observe_time(at);
-        let topic_id = self.topic_ids.get(topic).copied();
+        let slot = self.find_slot(stamp.publisher_id);
         let state = &mut self.observers[observer.index()];
         state.deliveries += 1;
         state.last_delivery_at = Some(state.last_delivery_at.map_or(at, |last| last.max(at)));
@@ -576,7 +752,6 @@ impl Ledger {
             state.dup_flagged += 1;
         }
         let witness = (stamp.publisher_id, stamp.seq);
-        let slot = self.publisher_slots.get(&stamp.publisher_id).map(|slot| *slot as usize);
         let Some(slot) = slot.filter(|slot| stamp.seq < self.publishers[*slot].invoked) else {
             // Never invoked: Jepsen's "unexpected".
             state.unexpected += 1;
@@ -585,14 +760,16 @@ impl Ledger {
         };
         let publisher = &self.publishers[slot];
         let stream = publisher.streams.of(stamp.seq);
-        if topic_id != Some(stream.topic) {
+        // Compare with the one topic it was published on: no hashing on the hot path.
+        if self.topics.name(stream.topic) != topic {
             // Invoked, but delivered on another topic: as wrong as a message never sent.
             state.unexpected += 1;
             push_witness(&mut state.unexpected_examples, witness);
             return;
         }
         if state.per_publisher.len() <= slot {
-            state.per_publisher.resize_with(slot + 1, ObserverPublisher::default);
+            // One allocation for every publisher known so far, not a doubling per new slot.
+            state.per_publisher.resize_with(self.publishers.len(), ObserverPublisher::default);
         }
         let view = &mut state.per_publisher[slot];
         if !view.delivered.insert(stamp.seq) {
@@ -625,7 +802,6 @@ impl Ledger {
             view.set_last(stream.topic, stamp.seq);
         }
         state.latency.record(stamp.planned_send, stamp.actual_send, at);
-        self.latency.record(stamp.planned_send, stamp.actual_send, at);
     }
 
     /// The system declared it dropped `count` messages for `reason` without saying which (e.g. a
@@ -649,9 +825,10 @@ impl Ledger {
             None => panic!("unknown drop reason `{reason}`; add it to KNOWN_DROP_REASONS"),
         };
         if state.per_publisher.len() <= slot {
-            state.per_publisher.resize_with(slot + 1, ObserverPublisher::default);
+            state.per_publisher.resize_with(self.publishers.len(), ObserverPublisher::default);
         }
-        let dropped = state.per_publisher[slot].dropped.get_or_insert_with(Default::default);
+        let rare = state.per_publisher[slot].rare.get_or_insert_with(Default::default);
+        let dropped = &mut rare.dropped;
         if dropped.insert(seq, reason_index as u16).is_none() {
             *state.dropped_by_reason.entry(reason.to_string()).or_default() += 1;
         }
@@ -662,9 +839,18 @@ impl Ledger {
         self.counters
     }
 
-    /// Latency over every observer's first deliveries.
-    pub fn latency(&self) -> &LatencyRecorder {
-        &self.latency
+    /// Latency over every observer's first deliveries (the observers' histograms, added).
+    pub fn latency(&self) -> LatencyRecorder {
+        let mut all = LatencyRecorder::default();
+        for observer in &self.observers {
+            all.merge(&observer.latency);
+        }
+        all
+    }
+
+    /// Latency of one observer's first deliveries.
+    pub fn observer_latency(&self, observer: ObserverId) -> &LatencyRecorder {
+        &self.observers[observer.index()].latency
     }
 
     /// Number of registered publishers.
@@ -719,7 +905,7 @@ impl Ledger {
     ) {
         for stream in publisher.streams.distinct() {
             let Some(since) = self.expected_since(observer, stream.topic) else { continue };
-            let first = publisher.first_seq_at_activation.get(since).copied().unwrap_or(publisher.invoked);
+            let first = publisher.first_seq_at_activation.get(since).unwrap_or(publisher.invoked);
             assert!(first <= publisher.invoked);
             match &publisher.streams {
                 Streams::Single(_) => (first..publisher.invoked).for_each(|seq| visit(seq, stream.qos)),
@@ -732,8 +918,8 @@ impl Ledger {
 
     /// The client id a publisher registered with.
     pub fn client_id(&self, publisher_id: u64) -> Option<&str> {
-        let slot = *self.publisher_slots.get(&publisher_id)?;
-        Some(&self.publishers[slot as usize].client_id)
+        let slot = self.find_slot(publisher_id)?;
+        Some(self.client_ids.get(self.publishers[slot].client_id))
     }
 }
 
@@ -762,8 +948,53 @@ mod tests {
         }
         assert!(!set.insert(17));
         assert_eq!(set.len(), 10_000);
-        assert!(set.words.len() <= 1, "in-order inserts keep at most one partial word");
+        assert_eq!(set.heap_bytes(), 0, "an in-order stream needs no heap");
         assert!(set.contains(9_999) && !set.contains(10_000));
+    }
+
+    #[test]
+    fn seq_set_gives_its_memory_back_once_a_gap_fills() {
+        let mut set = SeqSet::new();
+        assert!(set.insert(0));
+        for seq in 2..1_000 {
+            assert!(set.insert(seq));
+        }
+        assert!(!set.contains(1));
+        assert!(set.heap_bytes() >= 1_000 / 8, "the gap at 1 keeps bits for everything above it");
+        assert!(set.insert(1));
+        assert_eq!(set.heap_bytes(), 0);
+        assert_eq!(set.len(), 1_000);
+        assert!(set.insert(1_000) && set.contains(1_000) && !set.contains(1_001));
+    }
+
+    #[test]
+    fn per_publisher_state_stays_small() {
+        // The scale target is a million publishers: these sizes are the budget (brief section 7).
+        assert!(size_of::<PublisherState>() <= 136, "{}", size_of::<PublisherState>());
+        assert!(size_of::<ObserverPublisher>() <= 72, "{}", size_of::<ObserverPublisher>());
+    }
+
+    #[test]
+    fn sparse_publisher_ids_are_found_too() {
+        let mut ledger = Ledger::new();
+        for (publisher_id, client_id) in [(5, "five"), (0, "zero"), (u64::MAX, "max"), (1, "one")] {
+            ledger.register_publisher(publisher_id, client_id);
+        }
+        assert_eq!(ledger.client_id(5), Some("five"));
+        assert_eq!(ledger.client_id(0), Some("zero"));
+        assert_eq!(ledger.client_id(u64::MAX), Some("max"));
+        assert_eq!(ledger.client_id(1), Some("one"));
+        assert_eq!(ledger.client_id(2), None);
+        ledger.publish_invoked(u64::MAX, 0, "t", QoS::AtLeastOnce, Time::ZERO, Time::ZERO);
+        assert_eq!(ledger.counters().invoked, 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "registered twice")]
+    fn registering_a_publisher_twice_is_a_driver_bug() {
+        let mut ledger = Ledger::new();
+        ledger.register_publisher(3, "a");
+        ledger.register_publisher(3, "b");
     }
 
     proptest! {
