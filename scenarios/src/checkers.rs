@@ -655,6 +655,45 @@ payload_bytes = 40
     }
 
     #[test]
+    fn messages_invoked_while_a_clean_session_was_gone_are_not_expected() {
+        let mut ledger = Ledger::new();
+        let observer = ledger.register_observer("clean", QoS::AtLeastOnce);
+        ledger.register_publisher(0, "dev-0");
+        // Two overlapping filters: a message is expected once, not twice.
+        ledger.subscription_active(observer, &["#", "t/+"], Time::ZERO);
+        for seq in 0..10 {
+            if seq == 3 {
+                ledger.subscriptions_ended(observer, Time::from_millis(2_500));
+            }
+            if seq == 6 {
+                ledger.subscription_active(observer, &["t/+"], Time::from_millis(5_500));
+            }
+            ledger.publish_invoked(
+                0,
+                seq,
+                &topic(0),
+                QoS::AtLeastOnce,
+                Time::from_secs(seq),
+                Time::from_secs(seq),
+            );
+            ledger.publish_acked(0, seq, Time::from_secs(seq));
+        }
+        for seq in [0, 1, 2, 6, 7, 8] {
+            deliver(&mut ledger, observer, 0, seq, false);
+        }
+        let (checks, counts) = run_all(&ledger, &scenario(""));
+        assert_eq!(counts.total.expected_acked, 7, "seqs 0-2 and 6-9; 3-5 fell in the gap");
+        assert_eq!(counts.total.lost_examples, vec![(0, 9)]);
+        assert!(!check(&checks, "total-queue").passed);
+        // Ending twice or re-activating an active filter changes nothing.
+        ledger.subscription_active(observer, &["t/+"], Time::from_secs(20));
+        assert_eq!(delivery_counts(&ledger, &scenario("").expect).total.expected_acked, 7);
+        ledger.subscriptions_ended(observer, Time::from_secs(21));
+        ledger.subscriptions_ended(observer, Time::from_secs(22));
+        assert_eq!(delivery_counts(&ledger, &scenario("").expect).total.expected_acked, 7);
+    }
+
+    #[test]
     fn qos0_loss_is_reported_but_never_fails() {
         let (mut ledger, observer) = invoked(2, 10, QoS::AtMostOnce);
         for seq in 0..7 {

@@ -241,10 +241,10 @@ impl TopicTable {
     }
 }
 
-/// The first seq each subscription activation expects from one publisher: almost always one or
-/// two activations, kept inline; more spill to the heap.
+/// The first seq a publisher invoked at or after each subscription boundary: almost always one or
+/// two boundaries, kept inline; more spill to the heap.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct ActivationSeqs {
+struct BoundarySeqs {
     inline: [u64; 2],
     len: u32,
     // Boxed to keep the common case at 32 bytes: this exists once per publisher.
@@ -252,7 +252,7 @@ struct ActivationSeqs {
     spill: Option<Box<Vec<u64>>>,
 }
 
-impl ActivationSeqs {
+impl BoundarySeqs {
     fn len(&self) -> usize {
         self.len as usize
     }
@@ -375,9 +375,9 @@ pub(crate) struct PublisherState {
     pub(crate) acked: SeqSet,
     /// Failed and indeterminate seqs: rare, so boxed away (8 bytes when there are none).
     rare: Option<Box<RareOutcomes>>,
-    /// For activation `i` (see [`Ledger::activations`]), the first seq invoked at or after it;
-    /// activations this publisher has not invoked since are absent (nothing of it is expected).
-    first_seq_at_activation: ActivationSeqs,
+    /// For boundary `i` (see [`Ledger::boundaries`]), the first seq invoked at or after it;
+    /// boundaries this publisher has not invoked since are absent (it invoked nothing after them).
+    first_seq_at_boundary: BoundarySeqs,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -477,6 +477,19 @@ pub struct OrderWitness {
     pub at: Time,
 }
 
+/// When one topic filter of an observer was active, as indices into [`Ledger::boundaries`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FilterWindows {
+    pub(crate) filter: String,
+    pub(crate) windows: Vec<(usize, Option<usize>)>,
+}
+
+impl FilterWindows {
+    fn is_open(&self) -> bool {
+        self.windows.last().is_some_and(|(_, end)| end.is_none())
+    }
+}
+
 /// Everything known about one observer.
 #[derive(Clone, Debug)]
 pub(crate) struct ObserverState {
@@ -484,8 +497,9 @@ pub(crate) struct ObserverState {
     /// The QoS the observer subscribed with: a delivery is exactly-once only when both the
     /// publish and the subscription are QoS 2.
     pub(crate) qos: QoS,
-    /// Filters with the index of the activation since which each is active (earliest kept).
-    pub(crate) filters: Vec<(String, usize)>,
+    /// Each filter with the windows (boundary indices, end exclusive; `None` = still open) in
+    /// which it was active.
+    pub(crate) filters: Vec<FilterWindows>,
     pub(crate) per_publisher: Vec<ObserverPublisher>,
     pub(crate) deliveries: u64,
     pub(crate) first_deliveries: u64,
@@ -512,8 +526,8 @@ pub struct Ledger {
     client_ids: StrArena,
     topics: TopicTable,
     pub(crate) observers: Vec<ObserverState>,
-    /// Times at which subscriptions became active, non-decreasing, in call order.
-    pub(crate) activations: Vec<Time>,
+    /// Times at which subscriptions started or ended, strictly increasing.
+    pub(crate) boundaries: Vec<Time>,
     /// Drops the system declared by count only (e.g. a device's pending queue), by reason.
     pub(crate) declared_drops: BTreeMap<String, u64>,
     pub(crate) counters: LedgerCounters,
@@ -553,7 +567,7 @@ impl Ledger {
             client_ids: StrArena::default(),
             topics: TopicTable::default(),
             observers: Vec::new(),
-            activations: Vec::new(),
+            boundaries: Vec::new(),
             declared_drops: BTreeMap::new(),
             counters: LedgerCounters::default(),
             send_lag: new_histogram(),
@@ -591,7 +605,7 @@ impl Ledger {
             streams: Streams::Empty,
             acked: SeqSet::new(),
             rare: None,
-            first_seq_at_activation: ActivationSeqs::default(),
+            first_seq_at_boundary: BoundarySeqs::default(),
         });
         assert_eq!(self.find_slot(publisher_id), Some(slot as usize));
     }
@@ -661,16 +675,16 @@ impl Ledger {
             Streams::Single(stream) if self.topics.name(stream.topic) == topic => stream.topic,
             _ => self.topics.intern(topic),
         };
-        let activations = &self.activations;
+        let boundaries = &self.boundaries;
         let publisher = &mut self.publishers[slot];
         assert_eq!(seq, publisher.invoked, "publisher {publisher_id}: seq {seq} is not the next one");
         assert!(at >= publisher.last_invoked_at, "publisher {publisher_id}: invocation times went backwards");
-        // Every activation at or before this invocation expects this seq and all later ones.
-        while let Some(activation) = activations.get(publisher.first_seq_at_activation.len()) {
-            if *activation > at {
+        // This seq is the first one invoked at or after every boundary not yet passed.
+        while let Some(boundary) = boundaries.get(publisher.first_seq_at_boundary.len()) {
+            if *boundary > at {
                 break;
             }
-            publisher.first_seq_at_activation.push(seq);
+            publisher.first_seq_at_boundary.push(seq);
         }
         publisher.streams.push(seq, Stream { topic: topic_id, qos });
         publisher.invoked += 1;
@@ -719,24 +733,58 @@ impl Ledger {
         self.observe_time(at);
     }
 
-    /// The observer's subscriptions to `filters` became active at `at` (SUBACK received, or the
-    /// session resumed). Messages invoked from `at` on whose topic a filter matches are expected
-    /// there; an already active filter keeps its earlier start. Calls must come in time order.
+    /// The observer's subscriptions to `filters` became active at `at` (SUBACK received). Messages
+    /// invoked from `at` on, on a topic a filter matches, are expected there until the
+    /// subscriptions end; a filter already active keeps its earlier start. A persistent session
+    /// that resumes keeps its subscriptions: call this once, not on every reconnect. Subscription
+    /// calls must come in time order.
     pub fn subscription_active<S: AsRef<str>>(&mut self, observer: ObserverId, filters: &[S], at: Time) {
-        assert!(
-            self.activations.last().is_none_or(|last| *last <= at),
-            "subscription activations out of order"
-        );
-        self.activations.push(at);
-        let activation = self.activations.len() - 1;
+        let state = &self.observers[observer.index()];
+        let opening: Vec<&str> = filters
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|filter| !state.filters.iter().any(|known| known.filter == *filter && known.is_open()))
+            .collect();
+        if opening.is_empty() {
+            return;
+        }
+        let opening: Vec<String> = opening.into_iter().map(str::to_string).collect();
+        let boundary = self.boundary(at);
         let state = &mut self.observers[observer.index()];
-        for filter in filters {
-            let filter = filter.as_ref();
-            if !state.filters.iter().any(|(known, _)| known == filter) {
-                state.filters.push((filter.to_string(), activation));
+        for filter in opening {
+            match state.filters.iter_mut().find(|known| known.filter == filter) {
+                Some(known) => known.windows.push((boundary, None)),
+                None => state.filters.push(FilterWindows { filter, windows: vec![(boundary, None)] }),
             }
         }
-        assert!(!state.filters.is_empty() || filters.is_empty());
+        assert!(state.filters.iter().any(FilterWindows::is_open));
+    }
+
+    /// Every subscription of the observer ended at `at` (its session ended: a clean-start client
+    /// disconnected, or the session expired). Messages invoked from `at` on are no longer expected
+    /// there until [`Ledger::subscription_active`] is called again.
+    pub fn subscriptions_ended(&mut self, observer: ObserverId, at: Time) {
+        if !self.observers[observer.index()].filters.iter().any(FilterWindows::is_open) {
+            return;
+        }
+        let boundary = self.boundary(at);
+        let state = &mut self.observers[observer.index()];
+        for known in state.filters.iter_mut().filter(|known| known.is_open()) {
+            let window = known.windows.last_mut().expect("an open filter has a window");
+            window.1 = Some(boundary);
+        }
+        assert!(!state.filters.iter().any(FilterWindows::is_open));
+    }
+
+    /// The index of the boundary at `at`: the last one when it has the same time, else a new one.
+    /// Each boundary costs 8 bytes per publisher that invokes after it, so they are shared.
+    fn boundary(&mut self, at: Time) -> usize {
+        let last = self.boundaries.last().copied();
+        assert!(last.is_none_or(|last| last <= at), "subscription changes out of order: {at} after {last:?}");
+        if last != Some(at) {
+            self.boundaries.push(at);
+        }
+        self.boundaries.len() - 1
     }
 
     /// The observer received a message whose payload carried `stamp`, on `topic`, at `at`; `dup`
@@ -882,21 +930,40 @@ impl Ledger {
         all
     }
 
-    /// The index of the earliest activation among `observer`'s filters that match `topic`, or
-    /// `None` when no filter matches.
-    pub(crate) fn expected_since(&self, observer: &ObserverState, topic: TopicId) -> Option<usize> {
+    /// The seq ranges of `publisher` that `observer` should have received on `topic`: those
+    /// invoked while a matching filter was active, merged (filters may overlap), ascending.
+    pub(crate) fn expected_ranges(
+        &self,
+        observer: &ObserverState,
+        publisher: &PublisherState,
+        topic: TopicId,
+    ) -> Vec<std::ops::Range<u64>> {
         let name = self.topic_name(topic);
-        observer
+        let first_at =
+            |boundary: usize| publisher.first_seq_at_boundary.get(boundary).unwrap_or(publisher.invoked);
+        let mut ranges: Vec<std::ops::Range<u64>> = observer
             .filters
             .iter()
-            .filter(|(filter, _)| filter_matches(filter, name))
-            .map(|(_, since)| *since)
-            .min()
+            .filter(|known| filter_matches(&known.filter, name))
+            .flat_map(|known| known.windows.iter())
+            .map(|(start, end)| first_at(*start)..end.map_or(publisher.invoked, first_at))
+            .filter(|range| !range.is_empty())
+            .collect();
+        ranges.sort_by_key(|range| range.start);
+        let mut merged: Vec<std::ops::Range<u64>> = Vec::with_capacity(ranges.len());
+        for range in ranges {
+            match merged.last_mut() {
+                Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
+                _ => merged.push(range),
+            }
+        }
+        assert!(merged.iter().all(|range| range.end <= publisher.invoked));
+        merged
     }
 
     /// Walks every invoked message of `publisher` that `observer` should have received and calls
-    /// `visit(seq, qos)` for each one. A message is expected when the observer had a matching
-    /// filter active at or before its invocation.
+    /// `visit(seq, qos)` for each one once. A message is expected when a matching filter of the
+    /// observer was active when it was invoked.
     pub(crate) fn for_each_expected(
         &self,
         observer: &ObserverState,
@@ -904,14 +971,13 @@ impl Ledger {
         mut visit: impl FnMut(u64, QoS),
     ) {
         for stream in publisher.streams.distinct() {
-            let Some(since) = self.expected_since(observer, stream.topic) else { continue };
-            let first = publisher.first_seq_at_activation.get(since).unwrap_or(publisher.invoked);
-            assert!(first <= publisher.invoked);
-            match &publisher.streams {
-                Streams::Single(_) => (first..publisher.invoked).for_each(|seq| visit(seq, stream.qos)),
-                _ => (first..publisher.invoked)
-                    .filter(|seq| publisher.streams.of(*seq) == stream)
-                    .for_each(|seq| visit(seq, stream.qos)),
+            for range in self.expected_ranges(observer, publisher, stream.topic) {
+                match &publisher.streams {
+                    Streams::Single(_) => range.for_each(|seq| visit(seq, stream.qos)),
+                    _ => range
+                        .filter(|seq| publisher.streams.of(*seq) == stream)
+                        .for_each(|seq| visit(seq, stream.qos)),
+                }
             }
         }
     }
