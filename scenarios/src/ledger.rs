@@ -703,6 +703,7 @@ impl Ledger {
         let slot = self.slot(publisher_id);
         let publisher = &mut self.publishers[slot];
         assert!(seq < publisher.invoked, "publisher {publisher_id}: ack for seq {seq} never invoked");
+        assert_ne!(publisher.streams.of(seq).qos, QoS::AtMostOnce, "QoS 0 publishes are never acknowledged");
         if publisher.acked.insert(seq) {
             self.counters.acked += 1;
         }

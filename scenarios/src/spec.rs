@@ -212,6 +212,12 @@ pub struct FleetSpec {
     /// [`crate::ledger::DROP_DEVICE_QUEUE_FULL`]; it is never invoked, so it is never lost.
     #[serde(default = "default_pending_messages_limit")]
     pub pending_messages_limit: u32,
+    /// Connection ramp: devices connect in index order at this many per second (device `i` at
+    /// `i / rate`). Unset: every device connects at time zero (a connect storm). Publishing
+    /// follows the plan regardless: samples planned before a device is connected wait in its
+    /// pending queue, and their latency shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_rate_per_sec: Option<f64>,
 }
 
 impl FleetSpec {
@@ -868,6 +874,14 @@ fn validate_fleet(
             ),
         ));
     }
+    if let Some(rate) = fleet.connect_rate_per_sec
+        && !(rate.is_finite() && rate > 0.0 && rate <= 10_000_000.0)
+    {
+        return Err(map.invalid(
+            &at("connect_rate_per_sec"),
+            format!("connect_rate_per_sec = {rate}, expected 0 < rate <= 10000000"),
+        ));
+    }
     if fleet.pending_messages_limit == 0 || fleet.pending_messages_limit > PENDING_MESSAGES_LIMIT_MAX {
         return Err(map.invalid(
             &at("pending_messages_limit"),
@@ -1248,6 +1262,7 @@ qos = 1
 rate_per_sec = 2.0
 payload_bytes = 40
 protocol = "3.1.1"
+connect_rate_per_sec = 4
 
 [[subscribers]]
 name = "sink"
@@ -1314,6 +1329,7 @@ allowed_drops = ["queue_full"]
         assert_eq!(fleet.protocol.version(), ProtocolVersion::V311);
         assert!(fleet.clean_start, "clean_start defaults to true");
         assert_eq!(fleet.keep_alive_secs, 60);
+        assert_eq!(fleet.connect_rate_per_sec, Some(4.0));
         assert_eq!(scenario.subscribers[0].qos, QoS::ExactlyOnce);
         assert_eq!(
             scenario.pods[0].config.get("subscriber_queue_messages_limit").and_then(|v| v.as_integer()),
@@ -1382,6 +1398,7 @@ allowed_drops = ["queue_full"]
             ("payload_bytes = 40", "payload_bytes = 39", "expected 40 (the stamp)"),
             ("rate_per_sec = 2.0", "rate_per_sec = 2.0\npublish_interval_ms = 5", "exactly one"),
             ("rate_per_sec = 2.0", "rate_per_sec = 0.0", "rate_per_sec = 0"),
+            ("connect_rate_per_sec = 4", "connect_rate_per_sec = -4", "connect_rate_per_sec = -4"),
             ("at_secs = 20", "at_secs = 41", "outside the run"),
             ("duration_secs = 30", "duration_secs = 0", "duration_secs = 0"),
             ("loss = 0.01", "loss = 1.5", "probability 1.5 out of range"),

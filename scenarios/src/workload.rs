@@ -99,6 +99,8 @@ pub struct FleetWorkload {
     pub qos: QoS,
     /// Payload size in bytes (stamp included).
     pub payload_bytes: usize,
+    /// Devices connecting per second, in index order; `None` = all at time zero.
+    pub connect_rate_per_sec: Option<f64>,
     client_id_pattern: String,
     topic_pattern: String,
 }
@@ -154,12 +156,17 @@ impl Workload {
         let interval_ns = fleet.interval_ns();
         let phase_ns = draw(self.seed, fleet_index, device_index, STREAM_PHASE, 0) % interval_ns;
         assert!(phase_ns < interval_ns);
+        let connect_at = match fleet.connect_rate_per_sec {
+            Some(rate) => Time::from_nanos((f64::from(device_index) / rate * 1e9).round() as u64),
+            None => Time::ZERO,
+        };
         DevicePlan {
             publisher_id: fleet.first_publisher_id + u64::from(device_index),
             fleet_index,
             device_index,
             client_id,
             topic,
+            connect_at,
             schedule: PublishSchedule {
                 seed: self.seed,
                 fleet_index,
@@ -195,6 +202,7 @@ impl FleetWorkload {
             arrival: fleet.arrival,
             qos: fleet.qos,
             payload_bytes: fleet.payload_bytes as usize,
+            connect_rate_per_sec: fleet.connect_rate_per_sec,
             client_id_pattern: fleet.client_id.clone(),
             topic_pattern: fleet.topic.clone(),
         }
@@ -218,6 +226,8 @@ pub struct DevicePlan {
     pub client_id: String,
     /// The topic it publishes to.
     pub topic: String,
+    /// When it opens its first connection (the fleet's connect ramp; zero without one).
+    pub connect_at: Time,
     /// Its planned publish times, from the first; copy it to iterate.
     pub schedule: PublishSchedule,
 }
@@ -365,6 +375,7 @@ topic = "plant/{{fleet}}/{{index}}/x"
 qos = 0
 rate_per_sec = 4
 payload_bytes = 40
+connect_rate_per_sec = 10
 "#
         );
         Scenario::from_toml_str(&text, "workload.toml").expect("valid")
@@ -395,6 +406,9 @@ payload_bytes = 40
         }
         assert_eq!(workload.locate(150), None);
         assert_eq!(workload.device_by_publisher_id(149).map(|plan| plan.client_id), Some("s-49".to_string()));
+        // North connects all at once; south ramps at 10 devices per second.
+        assert_eq!(north.connect_at, Time::ZERO);
+        assert_eq!(workload.device(1, 25).connect_at, Time::from_millis(2_500));
     }
 
     #[test]
