@@ -877,8 +877,10 @@ impl Ledger {
             state.per_publisher.resize_with(self.publishers.len(), ObserverPublisher::default);
         }
         let rare = state.per_publisher[slot].rare.get_or_insert_with(Default::default);
-        let dropped = &mut rare.dropped;
-        if dropped.insert(seq, reason_index as u16).is_none() {
+        // A message is dropped once per observer: the first declared reason is what happened, and
+        // a repeated declaration is not counted again.
+        if let std::collections::btree_map::Entry::Vacant(entry) = rare.dropped.entry(seq) {
+            entry.insert(reason_index as u16);
             *state.dropped_by_reason.entry(reason.to_string()).or_default() += 1;
         }
     }
