@@ -53,6 +53,9 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Time windows `[start, end)` in which a filter was active; `None` = still open.
+type Windows = Vec<(u64, Option<u64>)>;
+
 #[derive(Default)]
 struct Model {
     /// Per publisher, per seq: (topic, qos, invoke time).
@@ -61,7 +64,7 @@ struct Model {
     failed: BTreeSet<(u64, u64)>,
     indeterminate: BTreeSet<(u64, u64)>,
     /// Per observer: filter -> windows [start, end) in time.
-    windows: Vec<BTreeMap<&'static str, Vec<(u64, Option<u64>)>>>,
+    windows: Vec<BTreeMap<&'static str, Windows>>,
     /// Per observer: every delivery (publisher, seq, topic, dup) in order.
     deliveries: Vec<Vec<(u64, u64, String, bool)>>,
     /// Per observer: dropped (publisher, seq) -> allowed.
