@@ -19,6 +19,7 @@ use rustc_hash::FxHashMap;
 use hdrhistogram::Histogram;
 
 use crate::latency::{LatencyRecorder, new_histogram};
+use crate::series::{Series, SeriesEvent};
 use crate::stamp::Stamp;
 
 /// A device's bounded pending queue was full; the newest sample was dropped before publishing.
@@ -535,6 +536,8 @@ pub struct Ledger {
     pub(crate) send_lag: Histogram<u64>,
     /// The latest time any call carried.
     pub(crate) last_event_at: Time,
+    /// Counts and latency over time.
+    pub(crate) series: Series,
 }
 
 /// Running totals over the whole ledger.
@@ -572,6 +575,7 @@ impl Ledger {
             counters: LedgerCounters::default(),
             send_lag: new_histogram(),
             last_event_at: Time::ZERO,
+            series: Series::default(),
         }
     }
 
@@ -582,6 +586,11 @@ impl Ledger {
     /// Publisher lag (actual minus planned send time), microseconds.
     pub fn send_lag(&self) -> &Histogram<u64> {
         &self.send_lag
+    }
+
+    /// Counts and latency over time.
+    pub fn series(&self) -> &Series {
+        &self.series
     }
 
     /// The latest time any call carried.
@@ -694,6 +703,7 @@ impl Ledger {
         let lag_us =
             u64::try_from(at.saturating_duration_since(planned_send).as_micros()).unwrap_or(u64::MAX);
         crate::latency::record(&mut self.send_lag, lag_us);
+        self.series.record(at, SeriesEvent::Published);
         self.observe_time(at);
     }
 
@@ -706,6 +716,7 @@ impl Ledger {
         assert_ne!(publisher.streams.of(seq).qos, QoS::AtMostOnce, "QoS 0 publishes are never acknowledged");
         if publisher.acked.insert(seq) {
             self.counters.acked += 1;
+            self.series.record(at, SeriesEvent::Acked);
         }
         self.observe_time(at);
     }
@@ -851,6 +862,9 @@ impl Ledger {
             view.set_last(stream.topic, stamp.seq);
         }
         state.latency.record(stamp.planned_send, stamp.actual_send, at);
+        let latency_us =
+            u64::try_from(at.saturating_duration_since(stamp.planned_send).as_micros()).unwrap_or(u64::MAX);
+        self.series.record(at, SeriesEvent::Delivered { latency_us });
     }
 
     /// The system declared it dropped `count` messages for `reason` without saying which (e.g. a

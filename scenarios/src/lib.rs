@@ -13,6 +13,7 @@ pub mod checkers;
 pub mod latency;
 pub mod ledger;
 pub mod outcome;
+pub mod series;
 pub mod spec;
 pub mod stamp;
 pub mod workload;

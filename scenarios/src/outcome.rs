@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::checkers::{self, Check, ObserverCounts};
 use crate::latency::{LatencySummary, histogram_to_base64};
 use crate::ledger::Ledger;
-use crate::spec::Scenario;
+use crate::series::SeriesOutcome;
+use crate::spec::{FaultAction, Scenario};
 
 /// Pass or fail, as `"pass"` / `"fail"` in JSON.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +128,36 @@ pub struct Outcome {
     pub sim_seconds_per_wall_second: f64,
     /// Mergeable histograms.
     pub histograms: Histograms,
+    /// Counts and latency per interval, for the "over time" plots.
+    pub series: SeriesOutcome,
+    /// The scenario's fault schedule, for markers on those plots.
+    pub faults: Vec<FaultMarker>,
+}
+
+/// One fault of the schedule as a plot marker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FaultMarker {
+    /// When it happened.
+    pub at_secs: f64,
+    /// The action (`partition`, `heal`, `crash`, ...).
+    pub action: String,
+    /// What it hit (`ops`, `broker`, `edge -> cell1`, ...).
+    pub target: String,
+}
+
+impl FaultMarker {
+    fn of(fault: &crate::spec::Fault) -> FaultMarker {
+        let (action, target) = match &fault.action {
+            FaultAction::Crash { pod } => ("crash", pod.clone()),
+            FaultAction::Restart { pod } => ("restart", pod.clone()),
+            FaultAction::Partition { hosts } => ("partition", hosts.join(", ")),
+            FaultAction::Heal { hosts } if hosts.is_empty() => ("heal", "all".to_string()),
+            FaultAction::Heal { hosts } => ("heal", hosts.join(", ")),
+            FaultAction::PartitionOneway { from, to } => ("partition_oneway", format!("{from} -> {to}")),
+            FaultAction::Link { hosts, .. } => ("link", hosts.join(" <-> ")),
+        };
+        FaultMarker { at_secs: fault.at_secs, action: action.to_string(), target }
+    }
 }
 
 fn per_second(amount: f64, wall_seconds: f64) -> f64 {
@@ -182,6 +213,8 @@ impl Outcome {
                 latency_raw_us: histogram_to_base64(&latency.actual),
                 send_lag_us: histogram_to_base64(ledger.send_lag()),
             },
+            series: ledger.series().to_outcome(),
+            faults: scenario.faults.iter().map(FaultMarker::of).collect(),
         };
         assert_eq!(outcome.verdict == Verdict::Pass, outcome.checks.iter().all(|check| check.passed));
         outcome
@@ -364,6 +397,7 @@ mod tests {
                 "engine",
                 "events",
                 "events_per_wall_second",
+                "faults",
                 "histograms",
                 "latency_ms",
                 "latency_raw_ms",
@@ -372,6 +406,7 @@ mod tests {
                 "scenario_hash",
                 "seed",
                 "send_lag_ms",
+                "series",
                 "sim_seconds",
                 "sim_seconds_per_wall_second",
                 "trace_hash",
@@ -400,6 +435,23 @@ mod tests {
         assert_eq!(keys(&value["latency_ms"]), ["count", "max", "p50", "p99", "p999"]);
         assert_eq!(keys(&value["checks"][0]), ["detail", "name", "passed"]);
         assert_eq!(keys(&value["histograms"]), ["latency_raw_us", "latency_us", "send_lag_us"]);
+        assert_eq!(
+            keys(&value["series"]),
+            [
+                "acked",
+                "delivered",
+                "interval_secs",
+                "latency_max_ms",
+                "latency_p50_ms",
+                "latency_p99_ms",
+                "published"
+            ]
+        );
+        assert_eq!(
+            value["faults"][0],
+            serde_json::json!({"at_secs": 30.0, "action": "crash", "target": "broker"})
+        );
+        assert_eq!(value["series"]["published"], serde_json::json!([2, 2, 2, 2, 2]));
         assert_eq!(value["verdict"], "fail");
         assert_eq!(value["scenario"], "broker-crash");
         assert_eq!(value["counters"]["dropped"]["queue_full"], 1);
