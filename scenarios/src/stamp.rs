@@ -3,8 +3,9 @@
 //! planned and actually sent (reference-loadgen section 3.2).
 //!
 //! Layout: `magic u32 | version u16 | flags u16 | publisher_id u64 | seq u64 | planned_send_ns u64 |
-//! actual_send_ns u64`, then padding up to the fleet's payload size. This module owns encoding and
-//! decoding with typed errors; it must never panic on bytes from the network.
+//! actual_send_ns u64`, then padding up to the fleet's payload size. For MQTT 5 payloads that must
+//! stay untouched the same fields travel as one user property instead. This module owns encoding
+//! and decoding with typed errors; it must never panic on bytes from the network.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use edgeproof_system::Time;
@@ -58,7 +59,18 @@ pub enum StampError {
         /// The version found.
         found: u16,
     },
+    /// The MQTT 5 user properties carry no `edgeproof-stamp` entry.
+    #[error("no `{STAMP_PROPERTY}` user property")]
+    MissingProperty,
+    /// The `edgeproof-stamp` user property is not six decimal fields.
+    #[error(
+        "malformed `{STAMP_PROPERTY}` user property, expected \"version flags publisher_id seq planned_ns actual_ns\""
+    )]
+    MalformedProperty,
 }
+
+/// Name of the MQTT 5 user property that carries the stamp when payloads must stay untouched.
+pub const STAMP_PROPERTY: &str = "edgeproof-stamp";
 
 impl Stamp {
     /// Writes the 40-byte stamp followed by padding up to `payload_bytes` into `out`.
@@ -117,6 +129,46 @@ impl Stamp {
     }
 }
 
+impl Stamp {
+    /// The stamp as one MQTT 5 user property (for payloads that must stay as the application
+    /// wrote them): `edgeproof-stamp = "version flags publisher_id seq planned_ns actual_ns"`.
+    pub fn to_user_property(&self) -> (String, String) {
+        let value = format!(
+            "{STAMP_VERSION} {} {} {} {} {}",
+            self.flags,
+            self.publisher_id,
+            self.seq,
+            self.planned_send.as_nanos(),
+            self.actual_send.as_nanos()
+        );
+        (STAMP_PROPERTY.to_string(), value)
+    }
+
+    /// Reads the stamp from a PUBLISH's user properties (the first `edgeproof-stamp` entry).
+    pub fn from_user_properties(properties: &[(String, String)]) -> Result<Stamp, StampError> {
+        let (_, value) =
+            properties.iter().find(|(name, _)| name == STAMP_PROPERTY).ok_or(StampError::MissingProperty)?;
+        let fields: Vec<u64> = value
+            .split(' ')
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map_err(|_| StampError::MalformedProperty)?;
+        let [version, flags, publisher_id, seq, planned, actual] = fields[..] else {
+            return Err(StampError::MalformedProperty);
+        };
+        if version != u64::from(STAMP_VERSION) {
+            return Err(StampError::UnsupportedVersion { found: u16::try_from(version).unwrap_or(u16::MAX) });
+        }
+        Ok(Stamp {
+            flags: u16::try_from(flags).map_err(|_| StampError::MalformedProperty)?,
+            publisher_id,
+            seq,
+            planned_send: Time::from_nanos(planned),
+            actual_send: Time::from_nanos(actual),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +213,23 @@ mod tests {
     }
 
     #[test]
+    fn malformed_user_properties_are_typed_errors() {
+        let property = |value: &str| vec![(STAMP_PROPERTY.to_string(), value.to_string())];
+        assert_eq!(Stamp::from_user_properties(&[]), Err(StampError::MissingProperty));
+        assert_eq!(Stamp::from_user_properties(&property("1 0 1 2 3")), Err(StampError::MalformedProperty));
+        assert_eq!(Stamp::from_user_properties(&property("1 0 1 2 3 x")), Err(StampError::MalformedProperty));
+        assert_eq!(
+            Stamp::from_user_properties(&property("1 70000 1 2 3 4")),
+            Err(StampError::MalformedProperty)
+        );
+        assert_eq!(
+            Stamp::from_user_properties(&property("2 0 1 2 3 4")),
+            Err(StampError::UnsupportedVersion { found: 2 })
+        );
+        assert_eq!(sample().to_user_property().1, "1 1 42 7 1000000000 1003000000");
+    }
+
+    #[test]
     #[should_panic(expected = "cannot hold the stamp")]
     fn a_payload_smaller_than_the_stamp_is_a_caller_bug() {
         let _ = sample().to_payload(STAMP_LEN - 1);
@@ -186,6 +255,19 @@ mod tests {
             let payload = stamp.to_payload(STAMP_LEN + padding);
             prop_assert_eq!(payload.len(), STAMP_LEN + padding);
             prop_assert_eq!(Stamp::decode(&payload), Ok(stamp));
+        }
+
+        #[test]
+        fn user_property_roundtrips(flags: u16, publisher_id: u64, seq: u64, planned: u64, actual: u64) {
+            let stamp = Stamp {
+                flags,
+                publisher_id,
+                seq,
+                planned_send: Time::from_nanos(planned),
+                actual_send: Time::from_nanos(actual),
+            };
+            let properties = vec![("other".to_string(), "x".to_string()), stamp.to_user_property()];
+            prop_assert_eq!(Stamp::from_user_properties(&properties), Ok(stamp));
         }
 
         #[test]
