@@ -701,32 +701,50 @@ fn check_reference(
     Ok(())
 }
 
+/// The connection settings fleets and subscribers share.
+struct ClientSettings {
+    keep_alive_secs: u16,
+    clean_start: bool,
+    session_expiry_secs: u32,
+    protocol: Protocol,
+}
+
 fn check_client(
     map: &SourceMap<'_>,
     section: &'static str,
     index: usize,
-    keep_alive_secs: u16,
-    clean_start: bool,
-    session_expiry_secs: u32,
+    client: ClientSettings,
 ) -> Result<(), ScenarioError> {
-    if keep_alive_secs == 0 {
+    let at = |key: &'static str| [Key(section), Index(index), Key(key)];
+    if client.keep_alive_secs == 0 {
         // Without keep-alive a half-open connection through a partition is never detected, and
         // turmoil does not retransmit: every path needs its own liveness.
         return Err(map.invalid(
-            &[Key(section), Index(index), Key("keep_alive_secs")],
+            &at("keep_alive_secs"),
             "keep_alive_secs = 0 disables liveness, expected at least 1".to_string(),
         ));
     }
-    if !clean_start && session_expiry_secs == 0 {
-        // MQTT 5: clean_start = false with expiry 0 keeps the session only while connected,
-        // which contradicts asking for a persistent session.
-        return Err(map.invalid(
-            &[Key(section), Index(index), Key("session_expiry_secs")],
-            "clean_start = false needs session_expiry_secs > 0 to keep the session across disconnects"
-                .to_string(),
-        ));
+    match client.protocol {
+        Protocol::V5 if !client.clean_start && client.session_expiry_secs == 0 => {
+            // MQTT 5: clean start 0 with expiry 0 keeps the session only while connected, which
+            // contradicts asking for a persistent session.
+            Err(map.invalid(
+                &at("session_expiry_secs"),
+                "clean_start = false needs session_expiry_secs > 0 to keep the session across disconnects"
+                    .to_string(),
+            ))
+        }
+        Protocol::V311 if client.session_expiry_secs != 0 => {
+            // MQTT 3.1.1 has no expiry: clean session 0 keeps the session until a clean connect.
+            Err(map.invalid(
+                &at("session_expiry_secs"),
+                "session_expiry_secs does not exist in MQTT 3.1.1, expected 0 (clean_start = false \
+                 keeps the session until the next clean connect)"
+                    .to_string(),
+            ))
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 fn validate(file: ScenarioFile, map: &SourceMap<'_>) -> Result<Scenario, ScenarioError> {
@@ -891,7 +909,13 @@ fn validate_fleet(
             ),
         ));
     }
-    check_client(map, "fleets", index, fleet.keep_alive_secs, fleet.clean_start, fleet.session_expiry_secs)
+    let client = ClientSettings {
+        keep_alive_secs: fleet.keep_alive_secs,
+        clean_start: fleet.clean_start,
+        session_expiry_secs: fleet.session_expiry_secs,
+        protocol: fleet.protocol,
+    };
+    check_client(map, "fleets", index, client)
 }
 
 /// Patterns may only use the named placeholders, with balanced braces.
@@ -953,14 +977,13 @@ fn validate_subscriber(
             );
         }
     }
-    check_client(
-        map,
-        "subscribers",
-        index,
-        subscriber.keep_alive_secs,
-        subscriber.clean_start,
-        subscriber.session_expiry_secs,
-    )
+    let client = ClientSettings {
+        keep_alive_secs: subscriber.keep_alive_secs,
+        clean_start: subscriber.clean_start,
+        session_expiry_secs: subscriber.session_expiry_secs,
+        protocol: subscriber.protocol,
+    };
+    check_client(map, "subscribers", index, client)
 }
 
 fn validate_fault(
@@ -1017,6 +1040,12 @@ fn validate_fault(
     let need = |key: &'static str| {
         map.invalid(&[Key("faults"), Index(index)], format!("action = \"{action_name}\" needs `{key}`"))
     };
+    let check_distinct = |names: &[String], path: &[PathStep]| -> Result<(), ScenarioError> {
+        match names.iter().enumerate().find(|(position, name)| names[..*position].contains(name)) {
+            Some((_, name)) => Err(map.invalid(path, format!("host `{name}` listed twice"))),
+            None => Ok(()),
+        }
+    };
     let check_hosts = |names: &[String]| -> Result<(), ScenarioError> {
         for (host_index, name) in names.iter().enumerate() {
             check_reference(
@@ -1042,6 +1071,7 @@ fn validate_fault(
         FaultKind::Partition => {
             let group = fault.hosts.ok_or_else(|| need("hosts"))?;
             check_hosts(&group)?;
+            check_distinct(&group, &at("hosts"))?;
             if group.is_empty() || group.len() >= hosts.len() {
                 return Err(map.invalid(
                     &at("hosts"),
@@ -1057,6 +1087,7 @@ fn validate_fault(
         FaultKind::Heal => {
             let group = fault.hosts.unwrap_or_default();
             check_hosts(&group)?;
+            check_distinct(&group, &at("hosts"))?;
             FaultAction::Heal { hosts: group }
         }
         FaultKind::PartitionOneway => {
