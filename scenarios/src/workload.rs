@@ -150,36 +150,41 @@ impl Workload {
     /// The plan of one device. Panics when the device does not exist (a caller bug).
     pub fn device(&self, fleet_index: usize, device_index: u32) -> DevicePlan {
         let fleet = &self.fleets[fleet_index];
-        assert!(device_index < fleet.count, "device {device_index} of fleet {} out of range", fleet.name);
-        let client_id = expand_client_id(&fleet.client_id_pattern, &fleet.name, device_index);
+        let client_id = fleet.client_id(device_index);
         let topic = expand_topic(&fleet.topic_pattern, &fleet.name, device_index, &client_id);
-        let interval_ns = fleet.interval_ns();
-        let phase_ns = draw(self.seed, fleet_index, device_index, STREAM_PHASE, 0) % interval_ns;
-        assert!(phase_ns < interval_ns);
-        let connect_at = match fleet.connect_rate_per_sec {
-            Some(rate) => Time::from_nanos((f64::from(device_index) / rate * 1e9).round() as u64),
-            None => Time::ZERO,
-        };
-        DevicePlan {
-            publisher_id: fleet.first_publisher_id + u64::from(device_index),
+        let plan = DevicePlan {
+            publisher_id: fleet.publisher_id(device_index),
             fleet_index,
             device_index,
             client_id,
             topic,
-            connect_at,
-            schedule: PublishSchedule {
-                seed: self.seed,
-                fleet_index,
-                device_index,
-                arrival: fleet.arrival,
-                interval_ns,
-                phase_ns,
-                end: self.publish_end,
-                next_seq: 0,
-                next_at_ns: 0,
-            }
-            .started(),
+            connect_at: fleet.connect_at(device_index),
+            schedule: self.schedule(fleet_index, device_index),
+        };
+        assert_eq!(plan.topic, fleet.topic(device_index));
+        plan
+    }
+
+    /// The publish schedule of one device alone (no strings built): what a simulator keeps per
+    /// device. Panics when the device does not exist.
+    pub fn schedule(&self, fleet_index: usize, device_index: u32) -> PublishSchedule {
+        let fleet = &self.fleets[fleet_index];
+        assert!(device_index < fleet.count, "device {device_index} of fleet {} out of range", fleet.name);
+        let interval_ns = fleet.interval_ns();
+        let phase_ns = draw(self.seed, fleet_index, device_index, STREAM_PHASE, 0) % interval_ns;
+        assert!(phase_ns < interval_ns);
+        PublishSchedule {
+            seed: self.seed,
+            fleet_index,
+            device_index,
+            arrival: fleet.arrival,
+            interval_ns,
+            phase_ns,
+            end: self.publish_end,
+            next_seq: 0,
+            next_at_ns: 0,
         }
+        .started()
     }
 
     /// The plan of the device with this publisher id; `None` when out of range.
@@ -205,6 +210,32 @@ impl FleetWorkload {
             connect_rate_per_sec: fleet.connect_rate_per_sec,
             client_id_pattern: fleet.client_id.clone(),
             topic_pattern: fleet.topic.clone(),
+        }
+    }
+
+    /// The publisher id of device `index`.
+    pub fn publisher_id(&self, index: u32) -> u64 {
+        assert!(index < self.count, "device {index} of fleet {} out of range", self.name);
+        self.first_publisher_id + u64::from(index)
+    }
+
+    /// The client id of device `index` (built on demand; a simulator need not keep it).
+    pub fn client_id(&self, index: u32) -> String {
+        assert!(index < self.count, "device {index} of fleet {} out of range", self.name);
+        expand_client_id(&self.client_id_pattern, &self.name, index)
+    }
+
+    /// The topic of device `index` (built on demand).
+    pub fn topic(&self, index: u32) -> String {
+        expand_topic(&self.topic_pattern, &self.name, index, &self.client_id(index))
+    }
+
+    /// When device `index` opens its first connection (the connect ramp).
+    pub fn connect_at(&self, index: u32) -> Time {
+        assert!(index < self.count, "device {index} of fleet {} out of range", self.name);
+        match self.connect_rate_per_sec {
+            Some(rate) => Time::from_nanos((f64::from(index) / rate * 1e9).round() as u64),
+            None => Time::ZERO,
         }
     }
 
@@ -400,6 +431,9 @@ connect_rate_per_sec = 10
         let north = workload.device(0, 42);
         assert_eq!((north.publisher_id, north.client_id.as_str()), (42, "n-42"));
         assert_eq!(north.topic, "plant/north/n-42");
+        assert_eq!(workload.schedule(0, 42), north.schedule);
+        assert_eq!(workload.fleets()[1].client_id(7), "s-7");
+        assert_eq!(workload.fleets()[1].publisher_id(7), 107);
         for publisher_id in 0..150 {
             let (fleet, index) = workload.locate(publisher_id).expect("in range");
             assert_eq!(workload.device(fleet, index).publisher_id, publisher_id);
