@@ -57,6 +57,8 @@ pub struct ObserverCounts {
     pub duplicated: u64,
     /// Duplicates of messages published and subscribed at QoS 2 (always an error).
     pub duplicated_exactly_once: u64,
+    /// Deliveries that carried the MQTT DUP flag (announced redeliveries), counted apart.
+    pub dup_flagged: u64,
     /// Indeterminate publishes that were delivered.
     pub recovered: u64,
     /// Publishes rejected with a failure code that were delivered anyway (always an error).
@@ -108,6 +110,7 @@ pub fn delivery_counts(ledger: &Ledger, expect: &Expectations) -> DeliveryCounts
             unexpected: observer.unexpected,
             duplicated: observer.duplicated,
             duplicated_exactly_once: observer.duplicated_exactly_once,
+            dup_flagged: observer.dup_flagged,
             delivered: observer.first_deliveries,
             order_violations: observer.order_violations,
             unexpected_examples: observer.unexpected_examples.clone(),
@@ -184,6 +187,7 @@ fn sum_counts(observers: &[ObserverCounts]) -> ObserverCounts {
         total.unexpected += counts.unexpected;
         total.duplicated += counts.duplicated;
         total.duplicated_exactly_once += counts.duplicated_exactly_once;
+        total.dup_flagged += counts.dup_flagged;
         total.recovered += counts.recovered;
         total.failed_delivered += counts.failed_delivered;
         total.dropped_excused += counts.dropped_excused;
@@ -257,8 +261,8 @@ pub fn duplicates(counts: &DeliveryCounts, expect: &Expectations) -> Check {
     let passed = within_bound && total.duplicated_exactly_once == 0;
     let bound = expect.duplicated_max.map_or("unbounded".to_string(), |max| format!("max {max}"));
     let mut detail = format!(
-        "duplicated {} ({bound}), of which {} exactly-once (QoS 2, must be 0)",
-        total.duplicated, total.duplicated_exactly_once
+        "duplicated {} ({bound}), of which {} exactly-once (QoS 2, must be 0); {} deliveries flagged DUP",
+        total.duplicated, total.duplicated_exactly_once, total.dup_flagged
     );
     for observer in &counts.observers {
         examples("duplicated", &observer.observer, &observer.duplicated_examples, &mut detail);
@@ -538,6 +542,8 @@ payload_bytes = 40
         assert_eq!(counts.total.duplicated_exactly_once, 0);
         assert!(checks.iter().all(|check| check.passed), "{checks:#?}");
         assert!(check(&checks, "duplicates").detail.contains("duplicated 1 (unbounded)"));
+        assert!(check(&checks, "duplicates").detail.contains("1 deliveries flagged DUP"));
+        assert_eq!(counts.total.dup_flagged, 1);
         let (checks, _) = run_all(&ledger, &scenario("duplicated_max = 0"));
         assert!(!check(&checks, "duplicates").passed);
 
