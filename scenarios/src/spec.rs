@@ -1523,6 +1523,31 @@ allowed_drops = ["queue_full"]
         assert_eq!(fnv1a_64(b"a"), 0xaf63_dc4c_8601_ec8c);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn mutated_files_never_panic_and_errors_point_inside_the_file(
+            edits in proptest::collection::vec((0_usize..4_000, proptest::char::any(), 0_u8..3), 1..6),
+        ) {
+            let mut text: Vec<char> = crate::catalog::entry("device-partition").expect("entry").text.chars().collect();
+            for (position, replacement, kind) in edits {
+                let position = position % (text.len() + 1);
+                match kind {
+                    0 => text.insert(position, replacement),
+                    1 if position < text.len() => { text.remove(position); }
+                    _ if position < text.len() => text[position] = replacement,
+                    _ => {}
+                }
+            }
+            let text: String = text.into_iter().collect();
+            if let Err(error) = Scenario::from_toml_str(&text, "mutated.toml") {
+                let (line, column) = error.position();
+                proptest::prop_assert!(line >= 1 && line <= text.lines().count() + 1, "{error}");
+                proptest::prop_assert!(column >= 1);
+                proptest::prop_assert!(error.to_string().starts_with("mutated.toml:"));
+            }
+        }
+    }
+
     #[test]
     fn line_and_column_count_characters() {
         let map = SourceMap::new("x", "ab\nçd\n");
