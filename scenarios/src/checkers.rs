@@ -166,6 +166,7 @@ pub fn delivery_counts(ledger: &Ledger, expect: &Expectations) -> DeliveryCounts
             }
         }
         assert!(counts.lost + counts.dropped_excused <= counts.expected_acked);
+        assert_eq!(counts.delivered + counts.duplicated + counts.unexpected, observer.deliveries);
         assert!(counts.qos0_missing <= counts.qos0_expected);
         observers.push(counts);
     }

@@ -186,7 +186,8 @@ impl Outcome {
             out_of_order: total.order_violations,
             dropped: ledger.drops_by_reason(),
         };
-        assert!(counters.delivered + counters.duplicated + counters.unexpected <= counters.deliveries);
+        // Every delivery is exactly one of: a first delivery, a duplicate, or unexpected.
+        assert_eq!(counters.delivered + counters.duplicated + counters.unexpected, counters.deliveries);
         let latency = ledger.latency();
         let outcome = Outcome {
             edgeproof_version: env!("CARGO_PKG_VERSION").to_string(),
