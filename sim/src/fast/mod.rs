@@ -11,3 +11,4 @@ pub mod trace;
 
 #[cfg(test)]
 mod net_tests;
+pub mod world;

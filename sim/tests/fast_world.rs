@@ -1,0 +1,67 @@
+//! Scenario runs on the fast engine: determinism of the trace hash, the catalogue's `smoke`
+//! passing with nothing lost, and `broker-crash` showing the loss the oracle must see.
+
+use edgeproof_scenarios::{Outcome, Scenario, catalog};
+use edgeproof_sim::fast::world::{FastOptions, FastWorld, run_fast};
+
+/// A scaled-down copy of `smoke`: fewer devices and seconds so debug builds stay quick.
+fn small_smoke(device_count: u32, duration_secs: u64) -> Scenario {
+    let mut scenario = catalog::get("smoke").expect("smoke is in the catalogue");
+    scenario.fleets[0].count = device_count;
+    scenario.duration_secs = duration_secs;
+    scenario
+}
+
+fn run(scenario: &Scenario, seed: u64) -> Outcome {
+    run_fast(scenario, seed, FastOptions::default()).expect("scenario runs")
+}
+
+#[test]
+fn same_seed_gives_the_same_trace_hash_and_another_seed_a_different_one() {
+    let scenario = small_smoke(20, 10);
+    let first = run(&scenario, 1);
+    let again = run(&scenario, 1);
+    let other = run(&scenario, 2);
+    assert_eq!(first.trace_hash, again.trace_hash, "same seed, different trace");
+    assert_eq!(first.counters, again.counters);
+    assert_ne!(first.trace_hash, other.trace_hash, "different seeds, same trace");
+    assert!(first.events > 1000, "suspiciously few events: {}", first.events);
+}
+
+#[test]
+fn smoke_passes_with_nothing_lost() {
+    let scenario = small_smoke(200, 30);
+    let outcome = run(&scenario, 7);
+    let counters = &outcome.counters;
+    assert!(counters.published >= 200 * 29, "published only {}", counters.published);
+    assert_eq!(counters.acked, counters.published, "every publish is acknowledged: {counters:?}");
+    assert_eq!(counters.lost, 0, "{}", outcome.verdict_table());
+    assert_eq!(counters.unexpected, 0);
+    assert_eq!(counters.out_of_order, 0);
+    assert!(counters.delivered > 0 && counters.delivered <= counters.published);
+    assert!(outcome.passed(), "{}", outcome.verdict_table());
+}
+
+#[test]
+fn broker_crash_reports_lost_messages() {
+    let mut scenario = catalog::get("broker-crash").expect("broker-crash is in the catalogue");
+    scenario.fleets[0].count = 100;
+    let outcome = run(&scenario, 3);
+    assert!(outcome.counters.lost > 0, "the crash lost nothing?\n{}", outcome.verdict_table());
+    assert!(!outcome.passed(), "broker-crash must fail its lost_max = 0 expectation");
+}
+
+#[test]
+fn world_counts_and_trace_lines_are_available_after_a_run() {
+    let scenario = small_smoke(5, 3);
+    let options = FastOptions { trace_lines: 8, ..FastOptions::default() };
+    let mut world = FastWorld::new(&scenario, 11, options).expect("world builds");
+    assert_eq!(world.client_count(), 6);
+    world.run();
+    assert_eq!(world.recent_trace_lines().len(), 8);
+    assert!(world.net_stats().connects_accepted >= 6);
+    assert_eq!(world.stats().dropped_device_queue_full, 0);
+    let outcome = world.outcome(0.0);
+    assert_eq!(outcome.engine, "fast");
+    assert_eq!(outcome.trace_hash, format!("{:016x}", world.trace_hash()));
+}
