@@ -30,14 +30,16 @@ fn same_seed_gives_the_same_trace_hash_and_another_seed_a_different_one() {
 
 #[test]
 fn smoke_passes_with_nothing_lost() {
-    let scenario = small_smoke(200, 30);
+    // The catalogue's smoke unchanged: 1,000 devices, 60 s, one subscriber on `#`.
+    let scenario = catalog::get("smoke").expect("smoke is in the catalogue");
     let outcome = run(&scenario, 7);
     let counters = &outcome.counters;
-    assert!(counters.published >= 200 * 29, "published only {}", counters.published);
+    assert!(counters.published >= 1000 * 59, "published only {}", counters.published);
     assert_eq!(counters.acked, counters.published, "every publish is acknowledged: {counters:?}");
     assert_eq!(counters.lost, 0, "{}", outcome.verdict_table());
     assert_eq!(counters.unexpected, 0);
     assert_eq!(counters.out_of_order, 0);
+    assert!(counters.dropped.is_empty());
     assert!(counters.delivered > 0 && counters.delivered <= counters.published);
     assert!(outcome.passed(), "{}", outcome.verdict_table());
 }
@@ -64,4 +66,34 @@ fn world_counts_and_trace_lines_are_available_after_a_run() {
     let outcome = world.outcome(0.0);
     assert_eq!(outcome.engine, "fast");
     assert_eq!(outcome.trace_hash, format!("{:016x}", world.trace_hash()));
+}
+
+#[test]
+fn broker_queue_drops_are_declared_and_a_large_enough_queue_loses_nothing() {
+    let mut scenario = catalog::get("subscriber-offline").expect("subscriber-offline is in the catalogue");
+    scenario.fleets[0].count = 50;
+    // 50 devices x 1 msg/s x 30 s offline = 1,500 queued messages: a 200-message queue must drop.
+    scenario.pods[0].config.insert("subscriber_queue_messages_limit".into(), toml::Value::Integer(200));
+    let small_queue = run(&scenario, 5);
+    let dropped = small_queue.counters.dropped.get("queue_full").copied().unwrap_or(0);
+    assert!(dropped > 0, "a full queue dropped nothing?\n{}", small_queue.verdict_table());
+    assert!(!small_queue.passed(), "undeclared-bound drops must fail the run");
+
+    scenario.pods[0].config.insert("subscriber_queue_messages_limit".into(), toml::Value::Integer(20_000));
+    let large_queue = run(&scenario, 5);
+    assert!(large_queue.counters.dropped.is_empty(), "{:?}", large_queue.counters.dropped);
+    assert_eq!(large_queue.counters.lost, 0, "{}", large_queue.verdict_table());
+    assert!(large_queue.passed(), "{}", large_queue.verdict_table());
+}
+
+#[test]
+fn device_partition_recovers_with_nothing_lost() {
+    let mut scenario = catalog::get("device-partition").expect("device-partition is in the catalogue");
+    scenario.fleets[0].count = 30;
+    let outcome = run(&scenario, 9);
+    assert_eq!(outcome.counters.lost, 0, "{}", outcome.verdict_table());
+    assert_eq!(outcome.counters.acked, outcome.counters.published);
+    assert!(outcome.passed(), "{}", outcome.verdict_table());
+    // The outage shows as latency from the planned send time (no coordinated omission).
+    assert!(outcome.latency_ms.max > 60_000.0, "latency max {} ms", outcome.latency_ms.max);
 }

@@ -22,15 +22,18 @@
 //! the drain runs for `drain_secs`. Publishes still unacknowledged at the end are recorded as
 //! indeterminate.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use edgeproof_scenarios::ledger::DROP_DEVICE_QUEUE_FULL;
+use edgeproof_scenarios::ledger::{
+    DROP_DEVICE_QUEUE_FULL, DROP_MESSAGE_EXPIRED, DROP_PACKET_TOO_LARGE, DROP_QUEUE_FULL,
+    DROP_QUOTA_EXCEEDED, DROP_SESSION_EXPIRED,
+};
 use edgeproof_scenarios::spec::{FaultAction, LatencyRange, SubscriberSpec};
 use edgeproof_scenarios::{Ledger, ObserverId, Outcome, PublishSchedule, RunInfo, Scenario, Stamp, Workload};
-use edgeproof_system::broker::{Broker, BrokerConfig, ConnectionId, Transmit};
+use edgeproof_system::broker::{Broker, BrokerConfig, BrokerEvent, ConnectionId, DropReason, Transmit};
 use edgeproof_system::client::{
     Client, ClientConfig, ClientEvent, OutgoingPublish, PublishError, PublishToken,
 };
@@ -197,6 +200,8 @@ pub struct FastWorld {
     clients: Vec<SimClient>,
     host_names: Vec<String>,
     stats: WorldStats,
+    /// Message copies the brokers dropped, by the oracle's drop reason name.
+    broker_drops: BTreeMap<&'static str, u64>,
     finished: bool,
     /// A reusable buffer for encoding stamped payloads (no allocation per publish beyond the
     /// payload itself).
@@ -326,6 +331,7 @@ impl FastWorld {
             clients,
             host_names,
             stats: WorldStats::default(),
+            broker_drops: BTreeMap::new(),
             finished: false,
             payload_buffer: BytesMut::new(),
         };
@@ -432,6 +438,9 @@ impl FastWorld {
         }
         if self.stats.dropped_device_queue_full > 0 {
             self.ledger.drop_declared(DROP_DEVICE_QUEUE_FULL, self.stats.dropped_device_queue_full);
+        }
+        for (reason, count) in &self.broker_drops {
+            self.ledger.drop_declared(reason, *count);
         }
         self.finished = true;
     }
@@ -585,8 +594,13 @@ impl FastWorld {
                         }
                     }
                 }
-                while broker.poll_event().is_some() {
-                    // Broker events are observability only; the trace carries their effect.
+                while let Some(event) = broker.poll_event() {
+                    // Drops are declared to the oracle (by reason: the event does not say which
+                    // message); the other events are observability only.
+                    if let BrokerEvent::MessageDropped { reason, .. } = event {
+                        *self.broker_drops.entry(drop_reason_name(reason)).or_default() += 1;
+                        self.trace.record(now, TraceKind::BrokerEvent, index as u64, reason as u64, 0);
+                    }
                 }
             }
         }
@@ -964,6 +978,22 @@ fn take_outstanding(outstanding: &mut VecDeque<(PublishToken, u64)>, token: Publ
         .unwrap_or_else(|| panic!("outcome for unknown publish token {token:?}"));
     let (_, seq) = outstanding.remove(position).expect("position is in range");
     seq
+}
+
+/// The oracle's name for a broker drop reason. Reasons the oracle does not know keep a name of
+/// their own, so a scenario cannot allow them by accident and the drop check reports them.
+fn drop_reason_name(reason: DropReason) -> &'static str {
+    match reason {
+        DropReason::QueueFullRejectNew | DropReason::QueueFullDropOldest => DROP_QUEUE_FULL,
+        DropReason::QuotaExceeded => DROP_QUOTA_EXCEEDED,
+        DropReason::Expired => DROP_MESSAGE_EXPIRED,
+        DropReason::SessionEnded => DROP_SESSION_EXPIRED,
+        DropReason::TooLargeForClient => DROP_PACKET_TOO_LARGE,
+        DropReason::Qos0Offline => "qos0_offline",
+        DropReason::RetainedStoreFull => "retained_store_full",
+        DropReason::RejectedBySubscriber => "rejected_by_subscriber",
+        DropReason::EncodeFailed => "encode_failed",
+    }
 }
 
 fn close_code(cause: CloseCause) -> u64 {
