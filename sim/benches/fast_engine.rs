@@ -41,6 +41,35 @@ fn wall_now() -> std::time::Instant {
     std::time::Instant::now()
 }
 
+/// CPU seconds (user + system) this process has used, from /proc/self/stat. On a shared machine
+/// the wall clock also counts other processes' turns; CPU time does not.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15 overall.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index).and_then(|value| value.parse::<u64>().ok()).unwrap_or(0);
+    // Linux reports these in USER_HZ, 100 on every mainstream configuration.
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+const HEADER: [&str; 14] = [
+    "devices",
+    "intvl_ms",
+    "sim_s",
+    "build_s",
+    "run_s",
+    "cpu_s",
+    "sim/wall",
+    "published",
+    "delivered",
+    "msgs/wall_s",
+    "msgs/cpu_s",
+    "events/wall_s",
+    "peak_MiB",
+    "pass",
+];
+
 fn main() {
     let specs: Vec<Spec> =
         std::env::args().skip(1).filter(|arg| !arg.starts_with("--")).filter_map(|arg| parse(&arg)).collect();
@@ -54,21 +83,7 @@ fn main() {
     } else {
         specs
     };
-    println!(
-        "{:>9} {:>8} {:>6} {:>8} {:>8} {:>9} {:>11} {:>11} {:>12} {:>12} {:>9} {:>5}",
-        "devices",
-        "intvl_ms",
-        "sim_s",
-        "build_s",
-        "run_s",
-        "sim/wall",
-        "published",
-        "delivered",
-        "msgs/wall_s",
-        "events/wall_s",
-        "peak_MiB",
-        "pass"
-    );
+    println!("{}", HEADER.map(|name| format!("{name:>14}")).join(""));
     for spec in specs {
         let mut scenario = catalog::get("smoke").expect("smoke is in the catalogue");
         scenario.fleets[0].count = spec.devices;
@@ -82,25 +97,30 @@ fn main() {
         let mut world = FastWorld::new(&scenario, 1, FastOptions::default()).expect("world builds");
         let build_secs = build_started.elapsed().as_secs_f64();
         let run_started = wall_now();
+        let cpu_started = cpu_seconds();
         world.run();
         let run_secs = run_started.elapsed().as_secs_f64().max(Duration::from_micros(1).as_secs_f64());
+        let run_cpu_secs = (cpu_seconds() - cpu_started).max(0.01);
         let outcome = world.outcome(run_secs);
         let sim_secs = world.now().as_secs_f64();
-        println!(
-            "{:>9} {:>8} {:>6.0} {:>8.2} {:>8.2} {:>9.2} {:>11} {:>11} {:>12.0} {:>12.0} {:>9.0} {:>5}",
-            spec.devices,
-            spec.interval_ms,
-            sim_secs,
-            build_secs,
-            run_secs,
-            sim_secs / run_secs,
-            outcome.counters.published,
-            outcome.counters.delivered,
-            outcome.counters.published as f64 / run_secs,
-            world.events_processed() as f64 / run_secs,
-            status_kib("VmHWM:") as f64 / 1024.0,
-            outcome.passed(),
-        );
+        let published = outcome.counters.published as f64;
+        let row = [
+            spec.devices.to_string(),
+            format!("{}", spec.interval_ms),
+            format!("{sim_secs:.0}"),
+            format!("{build_secs:.2}"),
+            format!("{run_secs:.2}"),
+            format!("{run_cpu_secs:.2}"),
+            format!("{:.2}", sim_secs / run_secs),
+            outcome.counters.published.to_string(),
+            outcome.counters.delivered.to_string(),
+            format!("{:.0}", published / run_secs),
+            format!("{:.0}", published / run_cpu_secs),
+            format!("{:.0}", world.events_processed() as f64 / run_secs),
+            format!("{:.0}", status_kib("VmHWM:") as f64 / 1024.0),
+            outcome.passed().to_string(),
+        ];
+        println!("{}", row.map(|cell| format!("{cell:>14}")).join(""));
         if !outcome.passed() {
             println!("{}", outcome.verdict_table());
         }

@@ -97,3 +97,81 @@ fn device_partition_recovers_with_nothing_lost() {
     // The outage shows as latency from the planned send time (no coordinated omission).
     assert!(outcome.latency_ms.max > 60_000.0, "latency max {} ms", outcome.latency_ms.max);
 }
+
+/// A one-way partition from the devices' host to the broker's: device bytes are held (their
+/// connections time out and reconnects fail) while the broker's bytes still reach them; after
+/// the heal everything acknowledged arrives.
+#[test]
+fn one_way_partition_holds_device_traffic_and_heal_delivers_it() {
+    let text = r#"
+name = "one-way"
+description = "Devices cannot reach the broker for 45 s; the broker can still reach them."
+duration_secs = 90
+drain_secs = 60
+
+[network]
+latency_ms = { min = 1, max = 3 }
+
+[[hosts]]
+name = "edge"
+
+[[hosts]]
+name = "cell1"
+
+[[hosts]]
+name = "ops"
+
+[[pods]]
+name = "broker"
+host = "edge"
+kind = "broker"
+
+[[fleets]]
+name = "sensors"
+host = "cell1"
+broker = "broker"
+count = 20
+client_id = "dev-{index}"
+topic = "plant/cell1/{client_id}/telemetry"
+qos = 1
+publish_interval_ms = 1000
+payload_bytes = 64
+clean_start = false
+session_expiry_secs = 3600
+keep_alive_secs = 10
+
+[[subscribers]]
+name = "historian"
+host = "ops"
+broker = "broker"
+client_id = "historian"
+filters = ["plant/#"]
+qos = 1
+clean_start = false
+session_expiry_secs = 3600
+
+[[faults]]
+at_secs = 20
+action = "partition_oneway"
+from = "cell1"
+to = "edge"
+
+[[faults]]
+at_secs = 65
+action = "heal"
+hosts = []
+
+[expect]
+lost_max = 0
+"#;
+    let scenario = Scenario::from_toml_str(text, "one-way.toml").expect("the scenario parses");
+    let mut world = FastWorld::new(&scenario, 4, FastOptions::default()).expect("world builds");
+    world.run();
+    let net = world.net_stats().clone();
+    let outcome = world.outcome(0.0);
+    assert!(net.connects_timed_out > 0, "reconnects across the one-way partition should time out: {net:?}");
+    assert!(net.flows_held > 0, "device bytes should have been held: {net:?}");
+    assert_eq!(outcome.counters.lost, 0, "{}", outcome.verdict_table());
+    assert_eq!(outcome.counters.acked, outcome.counters.published);
+    assert!(outcome.passed(), "{}", outcome.verdict_table());
+}
