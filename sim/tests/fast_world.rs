@@ -175,3 +175,21 @@ lost_max = 0
     assert_eq!(outcome.counters.acked, outcome.counters.published);
     assert!(outcome.passed(), "{}", outcome.verdict_table());
 }
+
+/// Publishes still unacknowledged when the run ends are indeterminate, never acked or lost: the
+/// fleet is cut off for the last 40 s of publishing and the 1 s drain is too short for devices in
+/// reconnect backoff to resend them.
+#[test]
+fn publishes_unacknowledged_at_the_end_are_indeterminate() {
+    let mut scenario = catalog::get("device-partition").expect("device-partition is in the catalogue");
+    scenario.fleets[0].count = 10;
+    scenario.duration_secs = 60;
+    scenario.drain_secs = 1;
+    scenario.faults[0].at_secs = 20.0;
+    scenario.faults.truncate(1);
+    let outcome = run(&scenario, 12);
+    let counters = &outcome.counters;
+    assert!(counters.indeterminate > 0, "{counters:?}");
+    assert_eq!(counters.acked + counters.indeterminate + counters.failed, counters.published, "{counters:?}");
+    assert_eq!(counters.lost, 0, "an unacknowledged publish is never lost: {}", outcome.verdict_table());
+}
