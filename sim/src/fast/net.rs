@@ -15,6 +15,8 @@
 //!   A segment sent at `now` is due at `max(now + latency + loss delay, due time of the previous
 //!   segment of the flow)`, so a later segment never overtakes an earlier one and each is
 //!   delivered once.
+//! - **Writes due together are read together.** A write whose due time is clamped to the
+//!   previous queued segment's joins that segment (up to 64 KiB), so the receiver gets one read.
 //! - **Loss is delay, not missing bytes.** TCP retransmits: a lost segment arrives after an extra
 //!   retransmission timeout (`rto_min`, doubling up to `rto_max` while the retransmission is also
 //!   lost).
@@ -47,7 +49,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
@@ -262,6 +264,8 @@ pub struct NetStats {
     pub segments_delivered: u64,
     pub bytes_delivered: u64,
     pub retransmissions: u64,
+    /// Writes that joined a queued segment due at the same instant.
+    pub segments_coalesced: u64,
     pub flows_held: u64,
     pub connections_timed_out: u64,
     pub resets_sent: u64,
@@ -279,9 +283,18 @@ enum EndState {
 
 enum SegmentKind {
     Data(Bytes),
+    /// Several writes due at the same instant, coalesced (see [`COALESCED_BYTES_LIMIT`]).
+    Chunks(Vec<Bytes>),
     Fin,
     Rst,
 }
+
+/// Writes on one flow that fall due at the same instant (a later write clamped to the previous
+/// one's due time, which keeps order) join the queued segment instead of becoming a segment and
+/// an event of their own, up to this many bytes: the receiver reads them in one go, as a TCP
+/// receiver would read what arrived together. A busy subscriber then gets one read, and answers
+/// with one write of acknowledgements, per arrival instant instead of per message.
+const COALESCED_BYTES_LIMIT: usize = 64 * 1024;
 
 struct Segment {
     sent_at: Time,
@@ -293,7 +306,26 @@ impl Segment {
     fn byte_count(&self) -> usize {
         match &self.kind {
             SegmentKind::Data(bytes) => bytes.len(),
+            SegmentKind::Chunks(chunks) => chunks.iter().map(Bytes::len).sum(),
             SegmentKind::Fin | SegmentKind::Rst => 0,
+        }
+    }
+
+    /// Appends `bytes` to a data segment; false (and nothing changed) when this is not a data
+    /// segment or the result would exceed [`COALESCED_BYTES_LIMIT`].
+    fn try_coalesce(&mut self, bytes: &Bytes) -> bool {
+        let fits = self.byte_count() + bytes.len() <= COALESCED_BYTES_LIMIT;
+        match &mut self.kind {
+            SegmentKind::Data(first) if fits => {
+                let first = std::mem::take(first);
+                self.kind = SegmentKind::Chunks(vec![first, bytes.clone()]);
+                true
+            }
+            SegmentKind::Chunks(chunks) if fits => {
+                chunks.push(bytes.clone());
+                true
+            }
+            _ => false,
         }
     }
 }
@@ -843,6 +875,20 @@ impl Network {
         let delay = if held { Duration::ZERO } else { self.draw_delay(from, to) };
         let connection = &mut self.connections[conn.index()];
         let flow = &mut connection.flows[flow_index];
+        if !flow.held
+            && flow.tail != NIL
+            && (now + delay) <= flow.last_due_at
+            && let SegmentKind::Data(bytes) = &kind
+        {
+            let tail = self.segments.get_mut(flow.tail);
+            assert_eq!(tail.due_at, flow.last_due_at, "the tail of a live flow is its last due segment");
+            if tail.try_coalesce(bytes) {
+                flow.queued_bytes += bytes.len();
+                self.stats.segments_coalesced += 1;
+                assert!(flow.queued_bytes <= self.config.flow_bytes_limit);
+                return;
+            }
+        }
         let mut segment = Segment { sent_at: now, due_at: Time::MAX, kind };
         if !flow.held {
             // A later segment never overtakes an earlier one.
@@ -1013,6 +1059,17 @@ impl Network {
                     self.stats.bytes_delivered += bytes.len() as u64;
                     self.outputs.push_back(NetOutput::Data { conn, to: endpoint, bytes });
                 }
+                SegmentKind::Chunks(chunks) => {
+                    let total: usize = chunks.iter().map(Bytes::len).sum();
+                    let mut joined = BytesMut::with_capacity(total);
+                    for chunk in &chunks {
+                        joined.extend_from_slice(chunk);
+                    }
+                    assert_eq!(joined.len(), total);
+                    self.stats.segments_delivered += 1;
+                    self.stats.bytes_delivered += total as u64;
+                    self.outputs.push_back(NetOutput::Data { conn, to: endpoint, bytes: joined.freeze() });
+                }
                 SegmentKind::Fin | SegmentKind::Rst => {
                     let cause = if matches!(segment.kind, SegmentKind::Fin) {
                         CloseCause::Fin
@@ -1030,7 +1087,7 @@ impl Network {
                     receiver_state != EndState::Pending || receiver == Side::Server,
                     "data before connect"
                 );
-                let answers_with_rst = matches!(segment.kind, SegmentKind::Data(_));
+                let answers_with_rst = matches!(segment.kind, SegmentKind::Data(_) | SegmentKind::Chunks(_));
                 if answers_with_rst && !connection.rst_sent && sender_state == EndState::Open {
                     connection.rst_sent = true;
                     self.stats.resets_sent += 1;

@@ -347,3 +347,28 @@ fn same_seed_gives_the_same_trace_hash_and_another_seed_a_different_one() {
     assert_eq!(first, random_workload_trace_hash(42));
     assert_ne!(first, random_workload_trace_hash(43));
 }
+
+#[test]
+fn writes_due_at_the_same_instant_are_read_together_in_order() {
+    let config =
+        NetConfig { default_link: LinkConfig::fixed(Duration::from_millis(5)), ..NetConfig::default() };
+    let mut harness = Harness::new(2, config);
+    let conn = harness.establish();
+    harness.send(conn, Side::Server, b"one,").unwrap();
+    harness.send(conn, Side::Server, b"two,").unwrap();
+    harness.send(conn, Side::Server, b"three").unwrap();
+    harness.run_for(Duration::from_millis(1));
+    harness.send(conn, Side::Server, b"-later").unwrap();
+    harness.run_for(Duration::from_secs(1));
+    let reads: Vec<&[u8]> = harness
+        .outputs
+        .iter()
+        .filter_map(|(_, output)| match output {
+            NetOutput::Data { bytes, .. } => Some(bytes.as_ref()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reads, vec![&b"one,two,three"[..], &b"-later"[..]]);
+    assert_eq!(harness.net.stats().segments_coalesced, 2);
+    assert_eq!(harness.net.stats().segments_delivered, 2);
+}
