@@ -35,7 +35,9 @@
 //! - **Crash and close.** A crashed pod ([`Network::reset_listener`]) resets its connections:
 //!   segments already sent still arrive, then an RST, so the peer learns after one latency if the
 //!   path is up (or later, when it heals). A graceful close sends a FIN after the data. A segment
-//!   that reaches an end which is gone draws one RST back.
+//!   that reaches an end which is gone is never acknowledged and draws an RST back (one at a
+//!   time; a retransmission after a heal draws another if the first was lost with its flow), so
+//!   its sender learns by the RST or, failing that, by its own connection timeout.
 //! - **Connect.** The SYN takes one latency to the listener's host. If that direction is blocked,
 //!   or the listener is down and the way back is blocked, or the way back is blocked at all (the
 //!   SYN-ACK cannot return, so the server does not accept), the connect fails with
@@ -112,6 +114,11 @@ impl Side {
             Side::Client => 0,
             Side::Server => 1,
         }
+    }
+
+    /// The flow this side sends on, as a number (0: client to server, 1: server to client).
+    pub fn flow_index(self) -> u8 {
+        self.flow() as u8
     }
 
     fn other(self) -> Side {
@@ -393,6 +400,8 @@ struct Flow {
     head: u32,
     tail: u32,
     segment_count: u32,
+    /// An RST is queued on this flow (not yet delivered, not dropped with the flow).
+    rst_queued: bool,
     queued_bytes: usize,
     last_due_at: Time,
     epoch: u32,
@@ -407,6 +416,7 @@ impl Default for Flow {
             head: NIL,
             tail: NIL,
             segment_count: 0,
+            rst_queued: false,
             queued_bytes: 0,
             last_due_at: Time::ZERO,
             epoch: 0,
@@ -419,6 +429,10 @@ impl Default for Flow {
 
 impl Flow {
     fn push_back(&mut self, arena: &mut SegmentArena, segment: Segment) {
+        if matches!(segment.kind, SegmentKind::Rst) {
+            assert!(!self.rst_queued, "one RST at a time per flow");
+            self.rst_queued = true;
+        }
         self.queued_bytes += segment.byte_count();
         let index = arena.alloc(segment);
         if self.tail == NIL {
@@ -446,6 +460,9 @@ impl Flow {
         }
         self.segment_count -= 1;
         let segment = arena.release(index);
+        if matches!(segment.kind, SegmentKind::Rst) {
+            self.rst_queued = false;
+        }
         self.queued_bytes -= segment.byte_count();
         assert_eq!(self.head == NIL, self.segment_count == 0);
         Some(segment)
@@ -454,6 +471,7 @@ impl Flow {
     fn reset(&mut self, arena: &mut SegmentArena) {
         while self.pop_front(arena).is_some() {}
         assert_eq!(self.queued_bytes, 0);
+        assert!(!self.rst_queued, "popping every segment clears the RST mark");
         self.queued_bytes = 0;
         self.last_due_at = Time::ZERO;
         self.epoch = self.epoch.wrapping_add(1);
@@ -476,7 +494,6 @@ struct Connection {
     token: u64,
     started_at: Time,
     ends: [EndState; 2],
-    rst_sent: bool,
     flows: [Flow; 2],
 }
 
@@ -708,7 +725,6 @@ impl Network {
                     token,
                     started_at: now,
                     ends: [EndState::Gone; 2],
-                    rst_sent: false,
                     flows: [Flow::default(), Flow::default()],
                 });
                 index
@@ -723,7 +739,6 @@ impl Network {
         connection.token = token;
         connection.started_at = now;
         connection.ends = [EndState::Pending, EndState::Pending];
-        connection.rst_sent = false;
         connection.flows[0].reset(&mut self.segments);
         connection.flows[1].reset(&mut self.segments);
         let conn = ConnId::new(index, connection.generation);
@@ -961,8 +976,9 @@ impl Network {
             }
             (EndState::Gone, true) => {
                 // The client gave up before the SYN-ACK came: its kernel answers with an RST.
-                if connection.end(Side::Server) == EndState::Open && !connection.rst_sent {
-                    connection.rst_sent = true;
+                if connection.end(Side::Server) == EndState::Open
+                    && !connection.flows[Side::Client.flow()].rst_queued
+                {
                     self.stats.resets_sent += 1;
                     self.push_segment(now, conn, Side::Client.flow(), SegmentKind::Rst, queue);
                 }
@@ -1007,6 +1023,7 @@ impl Network {
         let backward_blocked = self.blocked(to, from);
         // Field access (not `live_mut`) so `self.stalled` and `self.outputs` stay borrowable.
         let connection = &mut self.connections[conn.index()];
+        let receiver_alive = connection.end(flow_sender(flow_index).other()) == EndState::Open;
         let flow = &mut connection.flows[flow_index];
         let front = flow.front(&self.segments).expect("a deliver event without a segment");
         assert!(front.due_at == now, "segment delivered off schedule");
@@ -1030,7 +1047,9 @@ impl Network {
             return;
         }
         let segment = flow.pop_front(&mut self.segments).expect("front exists");
-        if backward_blocked {
+        // A dead end never acknowledges (its kernel answers with an RST instead), and no ACK
+        // crosses a blocked way back: either way the sender's data stays unacknowledged.
+        if backward_blocked || !receiver_alive {
             if flow.unacked_since.is_none() {
                 flow.unacked_since = Some(segment.sent_at);
                 flow.stall_generation = flow.stall_generation.wrapping_add(1);
@@ -1088,8 +1107,12 @@ impl Network {
                     "data before connect"
                 );
                 let answers_with_rst = matches!(segment.kind, SegmentKind::Data(_) | SegmentKind::Chunks(_));
-                if answers_with_rst && !connection.rst_sent && sender_state == EndState::Open {
-                    connection.rst_sent = true;
+                // One RST at a time: a data segment reaching a dead end is answered unless an RST
+                // is already on its way (one lost with a timed-out flow does not count).
+                if answers_with_rst
+                    && !connection.flows[receiver.flow()].rst_queued
+                    && sender_state == EndState::Open
+                {
                     self.stats.resets_sent += 1;
                     self.push_segment(now, conn, receiver.flow(), SegmentKind::Rst, queue);
                 }
@@ -1154,8 +1177,7 @@ impl Network {
     ) {
         let connection = self.live_mut(conn).expect("live");
         connection.set_end(side, EndState::Gone);
-        if connection.end(side.other()) != EndState::Gone && !connection.rst_sent {
-            connection.rst_sent = true;
+        if connection.end(side.other()) != EndState::Gone && !connection.flows[side.flow()].rst_queued {
             self.stats.resets_sent += 1;
             self.push_segment(now, conn, side.flow(), SegmentKind::Rst, queue);
         }
@@ -1216,10 +1238,19 @@ impl Network {
                 }
                 flow.last_due_at = previous_due_at;
             } else if !flow.held && !self.blocked(to, from) {
+                let receiver = flow_sender(flow_index).other();
                 let connection = self.live_mut(conn).expect("live");
-                let flow = &mut connection.flows[flow_index];
-                flow.unacked_since = None;
-                flow.stall_generation = flow.stall_generation.wrapping_add(1);
+                if connection.end(receiver) == EndState::Open {
+                    let flow = &mut connection.flows[flow_index];
+                    flow.unacked_since = None;
+                    flow.stall_generation = flow.stall_generation.wrapping_add(1);
+                } else if connection.end(receiver.other()) == EndState::Open
+                    && !connection.flows[receiver.flow()].rst_queued
+                {
+                    // The retransmission reaches a dead end, whose kernel answers with an RST.
+                    self.stats.resets_sent += 1;
+                    self.push_segment(now, conn, receiver.flow(), SegmentKind::Rst, queue);
+                }
             }
             let still_stalled = self.live(conn).expect("live").flows[flow_index].is_stalled();
             if !still_stalled {
