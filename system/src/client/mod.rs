@@ -15,6 +15,31 @@
 //! `handle_transport_connected`, `handle_bytes` and `handle_transport_lost` must concern the
 //! transport opened for the latest `OpenTransport`: a driver drops reports from older ones.
 //!
+//! ```
+//! use edgeproof_system::Time;
+//! use edgeproof_system::client::{Client, ClientConfig, ClientEvent, OutgoingPublish};
+//! use edgeproof_system::mqtt::QoS;
+//!
+//! let mut client = Client::new(ClientConfig { client_id: "device-1".into(), ..ClientConfig::default() }, 42);
+//! let token = client.publish(Time::ZERO, OutgoingPublish::new("site/1/temp", "21.5", QoS::AtLeastOnce))?;
+//! client.connect(Time::ZERO);
+//! assert_eq!(client.poll_event(), Some(ClientEvent::OpenTransport));
+//! // ... the driver opens a connection, then:
+//! client.handle_transport_connected(Time::from_millis(3));
+//! let connect_bytes = client.poll_transmit().expect("CONNECT"); // write these to the socket
+//! assert_eq!(connect_bytes[0] >> 4, 1);
+//! // Bytes read from the socket go to `handle_bytes`; the CONNACK brings `Connected`, then the
+//! // queued publish goes out and `PublishAcked { token, .. }` follows its PUBACK.
+//! client.handle_bytes(Time::from_millis(5), &[0x20, 0x03, 0x00, 0x00, 0x00]); // v5 CONNACK
+//! assert_eq!(client.poll_event(), Some(ClientEvent::Connected { session_present: false }));
+//! assert!(client.poll_transmit().is_some()); // the PUBLISH
+//! client.handle_bytes(Time::from_millis(7), &[0x40, 0x02, 0x00, 0x01]); // PUBACK for id 1
+//! assert!(matches!(client.poll_event(), Some(ClientEvent::PublishAcked { token: acked, .. }) if acked == token));
+//! // Timers: call `handle_timeout` when `poll_timeout` says (keep-alive, backoff, timeouts).
+//! assert!(client.poll_timeout().is_some());
+//! # Ok::<(), edgeproof_system::client::PublishError>(())
+//! ```
+//!
 //! # Delivery guarantees
 //! - Publishes are accepted into a bounded pending queue (`pending_publishes_limit`) in every
 //!   state and sent in order. QoS 1/2 publishes then wait in the inflight window
@@ -453,6 +478,9 @@ impl Client {
             // Release the buffer: an idle client holds no memory.
             self.read_buffer = BytesMut::new();
         }
+        // A partial packet is bounded by our Maximum Packet Size, which the codec enforces as
+        // soon as the fixed header is in.
+        assert!(self.read_buffer.len() <= self.config.max_packet_size_bytes as usize + 5);
     }
 
     /// The transport failed or closed under us: schedules a reconnect with backoff.
@@ -486,6 +514,8 @@ impl Client {
             }
             Connection::Connected { ping_sent_at } => self.handle_keep_alive(now, ping_sent_at),
         }
+        // Whatever `now` was, no deadline is left behind: the next one lies in the future.
+        assert!(self.poll_timeout().is_none_or(|deadline| deadline > now), "stale deadline after {now}");
     }
 
     /// Accepts a message for sending. It goes out at once when connected and the window allows,
@@ -612,6 +642,7 @@ impl Client {
             // Events can be large (a `Message` holds a whole PUBLISH): never keep their buffer.
             self.events = VecDeque::new();
         }
+        assert!(event.is_some() || self.events.capacity() == 0);
         event
     }
 
@@ -881,6 +912,7 @@ impl Client {
         build: impl FnOnce(PacketId) -> Packet,
     ) -> Result<RequestToken, ClientError> {
         if self.requests().count() >= REQUESTS_IN_FLIGHT_LIMIT {
+            self.stats.requests_dropped_limit += 1;
             return Err(ClientError::TooManyRequests { limit: REQUESTS_IN_FLIGHT_LIMIT });
         }
         let packet_id = self.allocate_packet_id();

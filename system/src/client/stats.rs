@@ -44,6 +44,8 @@ pub struct ClientStats {
     pub publishes_dropped_queue_full: u64,
     /// Publishes refused by `publish` as invalid or too large.
     pub publishes_rejected: u64,
+    /// Subscribe/unsubscribe requests refused because `REQUESTS_IN_FLIGHT_LIMIT` awaited acks.
+    pub requests_dropped_limit: u64,
     /// Application messages delivered as `ClientEvent::Message`.
     pub messages_received: u64,
     /// Retransmitted inbound QoS 2 publishes recognised and not delivered again.

@@ -900,6 +900,11 @@ fn request_limit_is_enforced() {
         harness.client.unsubscribe(harness.now, vec!["a".into()]),
         Err(ClientError::TooManyRequests { limit: REQUESTS_IN_FLIGHT_LIMIT })
     );
+    assert_eq!(harness.client.stats().requests_dropped_limit, 1);
+    // Requests made before connecting all go out, in order, once connected.
+    let sent = harness.establish(false);
+    assert_eq!(sent.len(), REQUESTS_IN_FLIGHT_LIMIT);
+    assert!(sent.iter().all(|packet| matches!(packet, Packet::Unsubscribe(_))));
 }
 
 #[test]
@@ -1370,7 +1375,7 @@ enum Chaos {
     Subscribe,
     TransportLost,
     Advance { millis: u64 },
-    Server(Packet),
+    Server(Box<Packet>),
 }
 
 fn chaos_packet() -> impl Strategy<Value = Packet> {
@@ -1463,7 +1468,7 @@ fn chaos_strategy() -> impl Strategy<Value = Chaos> {
         1 => Just(Chaos::Subscribe),
         1 => Just(Chaos::TransportLost),
         2 => (0u64..30_000).prop_map(|millis| Chaos::Advance { millis }),
-        8 => chaos_packet().prop_map(Chaos::Server),
+        8 => chaos_packet().prop_map(|packet| Chaos::Server(Box::new(packet))),
     ]
 }
 
