@@ -68,6 +68,8 @@
 //! rng is rebuilt per draw from the seed and a counter instead of being stored.
 
 mod backoff;
+#[cfg(test)]
+mod broker_tests;
 mod config;
 mod inflight;
 mod stats;
@@ -156,7 +158,9 @@ pub enum ClientEvent {
     PublishSent {
         token: PublishToken,
     },
-    /// QoS 1 PUBACK / QoS 2 PUBCOMP with success.
+    /// QoS 1 PUBACK / QoS 2 PUBCOMP with success (`reason` is the PUBACK's success code; a
+    /// PUBCOMP always reports `SUCCESS`, including "Packet Identifier not found" for an exchange
+    /// the server completed before a reconnect).
     PublishAcked {
         token: PublishToken,
         reason: ReasonCode,
@@ -1205,7 +1209,11 @@ impl Client {
             return;
         }
         let entry = self.inflight.remove(reply.packet_id).expect("entry checked above");
-        self.complete_publish(entry.token, reply.reason_code);
+        // PUBCOMP can only say Success or Packet Identifier not found (spec 3.7.2.1), and the
+        // latter "is not an error during recovery": our PUBREL was re-sent after a reconnect for
+        // an exchange the server had already completed. Either way the server took ownership
+        // with its PUBREC, so the publish is acknowledged.
+        self.complete_publish(entry.token, ReasonCode::SUCCESS);
     }
 
     /// Reports the outcome of a QoS 1/2 publish and refills the window.
