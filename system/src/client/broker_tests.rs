@@ -341,7 +341,7 @@ fn step_strategy() -> impl Strategy<Value = Step> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
 
     /// Jepsen-style queue check of one publisher and one subscriber through the broker with
     /// random connection cuts: nothing acknowledged is lost, QoS 2 is never duplicated, nothing

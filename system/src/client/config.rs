@@ -35,7 +35,9 @@ pub struct ClientConfig {
     pub session_expiry_interval_secs: u32,
     /// 0 turns keep-alive off. A Server Keep Alive in CONNACK (v5) replaces it.
     pub keep_alive_secs: u16,
-    /// The inbound window we advertise (v5): QoS 2 messages received but not yet released.
+    /// The inbound window we advertise (v5): QoS 2 messages received but not yet released. A
+    /// server exceeding it is a protocol error; in v3.1.1, which cannot advertise it, it still
+    /// bounds the unreleased messages we remember.
     pub receive_maximum: u16,
     /// Our outbound QoS>0 window; the effective window is the minimum of this and the server's
     /// Receive Maximum from CONNACK.
