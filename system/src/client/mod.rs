@@ -14,6 +14,9 @@
 //! transport being closed. Bytes left unpolled when a new transport connects are discarded.
 //! `handle_transport_connected`, `handle_bytes` and `handle_transport_lost` must concern the
 //! transport opened for the latest `OpenTransport`: a driver drops reports from older ones.
+//! The client does not bound its output queues: they grow only with the inputs since the last
+//! poll (one event per inbound message or completed publish), so a driver that polls after every
+//! input keeps them at a few entries.
 //!
 //! ```
 //! use edgeproof_system::Time;
