@@ -1555,3 +1555,39 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn disconnect_in_every_state_stops_cleanly_and_connect_resumes() {
+    let mut harness = Harness::new(config(ProtocolVersion::V5));
+    // Opening: the attempt is abandoned.
+    harness.client.connect(harness.now);
+    assert_eq!(harness.events(), vec![ClientEvent::OpenTransport]);
+    harness.client.disconnect(harness.now);
+    assert_eq!(harness.events(), vec![ClientEvent::CloseTransport]);
+    assert_eq!(harness.client.poll_timeout(), None);
+    // Awaiting CONNACK: the transport is closed, no DISCONNECT before CONNACK.
+    harness.client.connect(harness.now);
+    harness.open_transport();
+    harness.client.disconnect(harness.now);
+    assert_eq!(harness.events(), vec![ClientEvent::CloseTransport]);
+    assert!(harness.sent().is_empty());
+    // A late CONNACK on the closed transport changes nothing.
+    harness.receive(connack(false));
+    assert!(!harness.client.is_connected());
+    // Backoff: the pending reconnect is cancelled.
+    harness.client.connect(harness.now);
+    harness.open_transport();
+    harness.client.handle_transport_lost(harness.now);
+    assert!(harness.client.poll_timeout().is_some());
+    harness.client.disconnect(harness.now);
+    assert!(harness.events().is_empty());
+    assert_eq!(harness.client.poll_timeout(), None);
+    // Publishes accepted while stopped go out once `connect` is called again.
+    let token =
+        harness.client.publish(harness.now, OutgoingPublish::new("t", &b"x"[..], QoS::AtLeastOnce)).unwrap();
+    let sent = harness.establish(false);
+    assert_eq!(publish_ids(&sent).len(), 1);
+    harness.receive(Packet::PubAck(PubReply::success(id(publish_ids(&sent)[0].0))));
+    assert_eq!(harness.events(), vec![ClientEvent::PublishAcked { token, reason: ReasonCode::SUCCESS }]);
+    assert_eq!(harness.client.stats().connect_attempts, 4);
+}
