@@ -38,10 +38,17 @@ struct World {
     next_connection: u64,
     /// Application events per client (transport events are handled by the world).
     app_events: Vec<Vec<ClientEvent>>,
+    /// QoS 1/2 deliveries the subscriber's application has acknowledged (manual acks).
+    subscriber_acked: usize,
 }
 
 impl World {
     fn new(protocol: ProtocolVersion, seed: u64) -> World {
+        World::with_manual_acks(protocol, seed, false)
+    }
+
+    /// `manual_acks` applies to the subscriber, which then acknowledges only through `ack_next`.
+    fn with_manual_acks(protocol: ProtocolVersion, seed: u64, manual_acks: bool) -> World {
         let config = |client_id: &str| ClientConfig {
             client_id: client_id.into(),
             protocol,
@@ -55,8 +62,8 @@ impl World {
             connect_timeout: Duration::from_secs(3),
             ..ClientConfig::default()
         };
-        let clients =
-            vec![Client::new(config("publisher"), seed), Client::new(config("subscriber"), seed + 1)];
+        let subscriber = ClientConfig { manual_acks, ..config("subscriber") };
+        let clients = vec![Client::new(config("publisher"), seed), Client::new(subscriber, seed + 1)];
         let mut world = World {
             now: Time::from_secs(1),
             broker: Broker::new(BrokerConfig::default()),
@@ -66,6 +73,7 @@ impl World {
             clients,
             client_of: BTreeMap::new(),
             next_connection: 1,
+            subscriber_acked: 0,
         };
         for client in &mut world.clients {
             client.connect(world.now);
@@ -248,6 +256,24 @@ impl World {
         deliveries
     }
 
+    /// The subscriber's application acknowledges up to `count` delivered messages, oldest first
+    /// (manual acks); acks the client refuses (the session lost the message) are dropped.
+    fn ack_next(&mut self, count: usize) {
+        let delivered: Vec<PacketId> = self.app_events[SUBSCRIBER]
+            .iter()
+            .filter_map(|event| match event {
+                ClientEvent::Message(publish) => publish.packet_id,
+                _ => None,
+            })
+            .collect();
+        let start = self.subscriber_acked.min(delivered.len());
+        for packet_id in delivered[start..].iter().take(count) {
+            let _ = self.clients[SUBSCRIBER].ack(self.now, *packet_id);
+            self.subscriber_acked += 1;
+        }
+        self.collect();
+    }
+
     fn acked_tokens(&self) -> Vec<PublishToken> {
         self.app_events[PUBLISHER]
             .iter()
@@ -327,6 +353,10 @@ enum Step {
     Advance {
         millis: u64,
     },
+    /// The subscriber's application acknowledges its oldest deliveries (manual acks only).
+    SubscriberAcks {
+        count: usize,
+    },
 }
 
 fn step_strategy() -> impl Strategy<Value = Step> {
@@ -336,6 +366,7 @@ fn step_strategy() -> impl Strategy<Value = Step> {
         2 => (0usize..2).prop_map(|client| Step::Cut { client }),
         8 => (0usize..2, any::<bool>(), 1usize..4)
             .prop_map(|(client, to_broker, chunks)| Step::Deliver { client, to_broker, chunks }),
+        3 => (1usize..4).prop_map(|count| Step::SubscriberAcks { count }),
         3 => (0u64..5_000).prop_map(|millis| Step::Advance { millis }),
     ]
 }
@@ -351,8 +382,9 @@ proptest! {
         steps in proptest::collection::vec(step_strategy(), 1..60),
         protocol in prop_oneof![Just(ProtocolVersion::V311), Just(ProtocolVersion::V5)],
         seed in any::<u64>(),
+        manual_acks in any::<bool>(),
     ) {
-        let mut world = World::new(protocol, seed);
+        let mut world = World::with_manual_acks(protocol, seed, manual_acks);
         world.subscribe();
         let mut sent: BTreeMap<u64, (PublishToken, QoS)> = BTreeMap::new();
         for step in steps {
@@ -364,11 +396,20 @@ proptest! {
                 }
                 Step::Cut { client } => world.cut(client),
                 Step::Deliver { client, to_broker, chunks } => world.deliver(client, to_broker, chunks),
+                Step::SubscriberAcks { count } => {
+                    if manual_acks {
+                        world.ack_next(count);
+                    }
+                }
                 Step::Advance { millis } => world.advance(Duration::from_millis(millis)),
             }
         }
-        // Heal: no more cuts; let reconnects, retransmissions and queues drain.
-        world.advance(Duration::from_secs(60));
+        // Heal: no more cuts; let reconnects, retransmissions and queues drain (the subscriber's
+        // application acknowledging whatever arrives).
+        for _ in 0..30 {
+            world.ack_next(usize::MAX);
+            world.advance(Duration::from_secs(2));
+        }
         let publisher = &world.clients[PUBLISHER];
         prop_assert_eq!(publisher.pending_len() + publisher.inflight_len(), 0);
         let acked = world.acked_tokens();

@@ -56,6 +56,10 @@ pub struct ClientConfig {
     pub max_packet_size_bytes: u32,
     /// Topic aliases we accept from the server (v5 Topic Alias Maximum); 0 refuses them all.
     pub topic_alias_maximum: u16,
+    /// When true, inbound QoS 1/2 messages are acknowledged (PUBACK / PUBREC) only when the
+    /// application calls `Client::ack`, e.g. once a dataflow's destination accepted the message,
+    /// so the server keeps it until then. When false they are acknowledged on delivery.
+    pub manual_acks: bool,
     #[serde(with = "will_serde")]
     pub will: Option<Will>,
     pub username: Option<String>,
@@ -79,6 +83,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(10),
             max_packet_size_bytes: 1024 * 1024,
             topic_alias_maximum: 0,
+            manual_acks: false,
             will: None,
             username: None,
             password: None,

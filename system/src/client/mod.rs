@@ -61,6 +61,11 @@
 //!   `PublishFailed`, or is still pending or inflight.
 //! - Inbound QoS 2 messages are delivered on their first PUBLISH and never again for the same
 //!   packet id until the server releases it with PUBREL.
+//! - With `ClientConfig::manual_acks`, inbound QoS 1/2 messages are acknowledged only when the
+//!   application calls [`Client::ack`] (a dataflow acks a source message once its destination
+//!   accepted it), so the server keeps them meanwhile; retransmissions of a message the
+//!   application still holds are not delivered again, and unacknowledged QoS 1 messages count
+//!   against the advertised Receive Maximum.
 //!
 //! # Memory
 //! Up to a million clients live at once in the simulator, so a `Client` is small (472 bytes on
@@ -84,7 +89,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use thiserror::Error;
 
 pub use self::backoff::reconnect_delay;
@@ -232,6 +237,18 @@ pub enum ClientError {
     Invalid(EncodeError),
 }
 
+/// Why `ack` refused.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum AckError {
+    /// `ClientConfig::manual_acks` is off: messages are acknowledged on delivery.
+    #[error("manual acks are off")]
+    ManualAcksOff,
+    /// No delivered message with this packet id awaits an ack: already acked, or the server lost
+    /// the session (and with it the message) since.
+    #[error("no delivered message with packet id {packet_id} awaits an ack")]
+    NotAwaitingAck { packet_id: PacketId },
+}
+
 /// Where the client is in its connection life cycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Connection {
@@ -329,6 +346,10 @@ struct Occasional {
     inbound_topic_aliases: Vec<String>,
     /// Inbound QoS 2 packet ids delivered and awaiting PUBREL (duplicate suppression).
     inbound_unreleased: FxHashSet<PacketId>,
+    /// Manual acks: delivered QoS 1/2 messages the application has not acknowledged yet.
+    inbound_unacked: FxHashMap<PacketId, UnackedInbound>,
+    /// How many of `inbound_unacked` are QoS 1 (QoS 2 ones are in `inbound_unreleased` too).
+    inbound_unacked_qos1: usize,
 }
 
 impl Occasional {
@@ -336,7 +357,22 @@ impl Occasional {
         self.requests.is_empty()
             && self.inbound_topic_aliases.is_empty()
             && self.inbound_unreleased.is_empty()
+            && self.inbound_unacked.is_empty()
     }
+
+    /// Inbound QoS 1/2 messages the server counts against our Receive Maximum: QoS 1 not yet
+    /// PUBACKed (manual acks) and QoS 2 not yet released.
+    fn inbound_window_used(&self) -> usize {
+        self.inbound_unreleased.len() + self.inbound_unacked_qos1
+    }
+}
+
+/// An inbound QoS 1/2 message delivered and awaiting the application's `ack` (manual acks).
+#[derive(Clone, Copy, Debug)]
+struct UnackedInbound {
+    qos: QoS,
+    /// `ack` was called while disconnected: the reply goes out on the next connection.
+    ack_requested: bool,
 }
 
 /// One MQTT client's protocol state. See the module documentation for how to drive it.
@@ -614,6 +650,29 @@ impl Client {
         self.connection = Connection::Idle;
         self.read_buffer = BytesMut::new();
         assert!(!self.is_connected());
+    }
+
+    /// Acknowledges a delivered QoS 1/2 message (`ClientConfig::manual_acks`): PUBACK for QoS 1,
+    /// PUBREC for QoS 2 (whose PUBREL/PUBCOMP then follow automatically). While disconnected the
+    /// ack waits for the next connection; if that finds no session, the server has lost the
+    /// message and the ack is void.
+    pub fn ack(&mut self, now: Time, packet_id: PacketId) -> Result<(), AckError> {
+        if !self.config.manual_acks {
+            return Err(AckError::ManualAcksOff);
+        }
+        let entry = self
+            .occasional
+            .as_mut()
+            .and_then(|occasional| occasional.inbound_unacked.get_mut(&packet_id))
+            .ok_or(AckError::NotAwaitingAck { packet_id })?;
+        if entry.ack_requested {
+            return Err(AckError::NotAwaitingAck { packet_id });
+        }
+        entry.ack_requested = true;
+        if self.is_connected() {
+            self.send_inbound_ack(now, packet_id);
+        }
+        Ok(())
     }
 
     /// The bytes to write on the current transport, all at once.
@@ -1026,8 +1085,21 @@ impl Client {
             // The server's half of the exchanges went with its session.
             if let Some(occasional) = &mut self.occasional {
                 occasional.inbound_unreleased = FxHashSet::default();
+                occasional.inbound_unacked = FxHashMap::default();
+                occasional.inbound_unacked_qos1 = 0;
             }
             self.release_occasional_if_empty();
+        }
+        // Acks the application gave while we were disconnected go out now.
+        let acked_offline: Vec<PacketId> = self
+            .occasional
+            .iter()
+            .flat_map(|occasional| occasional.inbound_unacked.iter())
+            .filter(|(_, entry)| entry.ack_requested)
+            .map(|(packet_id, _)| *packet_id)
+            .collect();
+        for packet_id in acked_offline {
+            self.send_inbound_ack(now, packet_id);
         }
         // Requests are idempotent: re-send any the previous connection left unacked.
         for request in self.occasional.iter().flat_map(|occasional| occasional.requests.iter()) {
@@ -1095,27 +1167,53 @@ impl Client {
         }
         match (publish.qos, publish.packet_id) {
             (QoS::AtMostOnce, _) => self.deliver(publish),
-            (QoS::AtLeastOnce, Some(packet_id)) => {
+            (QoS::AtLeastOnce, Some(packet_id)) if !self.config.manual_acks => {
                 self.deliver(publish);
                 self.send_reply(now, &Packet::PubAck(PubReply::success(packet_id)));
             }
-            (QoS::ExactlyOnce, Some(packet_id)) => {
+            (QoS::AtLeastOnce | QoS::ExactlyOnce, Some(packet_id)) => {
                 let receive_maximum = usize::from(self.config.receive_maximum);
-                let unreleased = &mut self.occasional.get_or_insert_default().inbound_unreleased;
-                if unreleased.contains(&packet_id) {
-                    // A retransmission before PUBREL: acknowledge again, deliver never twice.
+                let manual_acks = self.config.manual_acks;
+                let occasional = self.occasional.get_or_insert_default();
+                if let Some(entry) = occasional.inbound_unacked.get(&packet_id).copied() {
+                    // The server cannot reuse an id we have not acknowledged: a retransmission of
+                    // a message the application still holds. Deliver never twice; reply only if
+                    // the application acked it while we were disconnected.
                     self.stats.duplicates_suppressed += 1;
-                } else {
-                    if unreleased.len() >= receive_maximum {
-                        // The server exceeded the Receive Maximum we advertised (spec 3.3.4).
-                        self.release_occasional_if_empty();
-                        self.protocol_error(now, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
-                        return;
+                    if entry.ack_requested {
+                        self.send_inbound_ack(now, packet_id);
                     }
-                    unreleased.insert(packet_id);
-                    self.deliver(publish);
+                    return;
                 }
-                self.send_reply(now, &Packet::PubRec(PubReply::success(packet_id)));
+                if occasional.inbound_unreleased.contains(&packet_id) {
+                    // A QoS 2 retransmission before PUBREL: acknowledge again, deliver never twice.
+                    self.stats.duplicates_suppressed += 1;
+                    self.send_reply(now, &Packet::PubRec(PubReply::success(packet_id)));
+                    return;
+                }
+                if occasional.inbound_window_used() >= receive_maximum {
+                    // The server exceeded the Receive Maximum we advertised (spec 3.3.4).
+                    self.release_occasional_if_empty();
+                    self.protocol_error(now, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
+                    return;
+                }
+                let qos = publish.qos;
+                if qos == QoS::ExactlyOnce {
+                    occasional.inbound_unreleased.insert(packet_id);
+                }
+                if manual_acks {
+                    occasional
+                        .inbound_unacked
+                        .insert(packet_id, UnackedInbound { qos, ack_requested: false });
+                    if qos == QoS::AtLeastOnce {
+                        occasional.inbound_unacked_qos1 += 1;
+                    }
+                }
+                self.deliver(publish);
+                if !manual_acks {
+                    assert_eq!(qos, QoS::ExactlyOnce);
+                    self.send_reply(now, &Packet::PubRec(PubReply::success(packet_id)));
+                }
             }
             // The codec guarantees an id for QoS > 0; treat a violation as the server's error.
             (_, None) => self.protocol_error(now, ReasonCode::MALFORMED_PACKET),
@@ -1148,6 +1246,26 @@ impl Client {
         publish.properties.topic_alias = None;
         assert!(!publish.topic.is_empty());
         Ok(())
+    }
+
+    /// Sends the application's ack for `packet_id` and forgets the entry (connected only).
+    fn send_inbound_ack(&mut self, now: Time, packet_id: PacketId) {
+        assert!(self.is_connected());
+        let occasional = self.occasional.as_mut().expect("an unacked message exists");
+        let entry = occasional.inbound_unacked.remove(&packet_id).expect("the message awaits an ack");
+        assert!(entry.ack_requested);
+        if entry.qos == QoS::AtLeastOnce {
+            occasional.inbound_unacked_qos1 -= 1;
+        }
+        if occasional.inbound_unacked.is_empty() {
+            assert_eq!(occasional.inbound_unacked_qos1, 0);
+            occasional.inbound_unacked = FxHashMap::default();
+        }
+        let reply = PubReply::success(packet_id);
+        let packet =
+            if entry.qos == QoS::AtLeastOnce { Packet::PubAck(reply) } else { Packet::PubRec(reply) };
+        self.send_reply(now, &packet);
+        self.release_occasional_if_empty();
     }
 
     fn deliver(&mut self, publish: Publish) {
