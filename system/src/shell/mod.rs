@@ -2,3 +2,7 @@
 //!
 //! This module owns task wiring, socket reads and writes and timers. It must never contain
 //! protocol decisions: everything MQTT happens in the cores.
+
+pub mod broker;
+
+pub use broker::{BrokerHandle, BrokerShellConfig, BrokerStats, BrokerStatsSnapshot, run_broker};
