@@ -219,12 +219,8 @@ pub async fn run_broker<N: Net, C: Clock>(
     let (input_sender, input_receiver) = mpsc::channel(shell_config.input_queue_limit);
     let _accept_task =
         AbortOnDrop(tokio::spawn(accept_loop(net, listener, shell_config, input_sender, stats.clone())));
-    let mut actor = BrokerActor {
-        broker: Broker::new(broker_config),
-        clock,
-        connections: FxHashMap::default(),
-        stats,
-    };
+    let mut actor =
+        BrokerActor { broker: Broker::new(broker_config), clock, connections: FxHashMap::default(), stats };
     actor.run(input_receiver, shutdown).await;
     // Dropping the actor drops every connection; dropping the accept task's guard closes the
     // listener. Both also happen when this future is dropped unfinished (the task was aborted).
@@ -286,8 +282,10 @@ impl<C: Clock> BrokerActor<C> {
     ) {
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            let timer_wait =
-                self.broker.poll_timeout().map(|deadline| deadline.saturating_duration_since(self.clock.now()));
+            let timer_wait = self
+                .broker
+                .poll_timeout()
+                .map(|deadline| deadline.saturating_duration_since(self.clock.now()));
             tokio::select! {
                 // Shutdown first, then due timers (so a flood of input cannot starve keep-alive),
                 // then input.
@@ -395,7 +393,6 @@ impl<C: Clock> BrokerActor<C> {
             entry.tasks.abort();
         }
     }
-
 }
 
 impl<C: Clock> Drop for BrokerActor<C> {
