@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use edgeproof_system::broker::BrokerConfig;
+use edgeproof_system::broker::{Broker, BrokerConfig};
 use edgeproof_system::net::{TokioClock, TokioNet};
 use edgeproof_system::shell::{BrokerHandle, BrokerShellConfig};
 
@@ -23,9 +23,10 @@ pub struct BrokerArgs {
     /// A TOML file with broker settings; unknown keys are errors. Without it, defaults apply.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Connections served at once; one more is accepted and closed at once.
-    #[arg(long, default_value_t = BrokerShellConfig::default().connections_limit)]
-    connections_limit: usize,
+    /// TCP connections served at once; one more is accepted and closed at once. (MQTT-level
+    /// limits, `connections_limit` among them, live in the config file.)
+    #[arg(long, default_value_t = BrokerShellConfig::default().tcp_connections_limit)]
+    tcp_connections_limit: usize,
 }
 
 pub fn run(args: BrokerArgs) -> ExitCode {
@@ -39,12 +40,14 @@ pub fn run(args: BrokerArgs) -> ExitCode {
             }
         },
     };
-    if args.connections_limit == 0 {
+    if args.tcp_connections_limit == 0 {
         eprintln!("error: --connections-limit must be at least 1");
         return ExitCode::from(EXIT_BAD_CONFIG);
     }
-    let shell_config =
-        BrokerShellConfig { connections_limit: args.connections_limit, ..BrokerShellConfig::default() };
+    let shell_config = BrokerShellConfig {
+        tcp_connections_limit: args.tcp_connections_limit,
+        ..BrokerShellConfig::default()
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -53,11 +56,15 @@ pub fn run(args: BrokerArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let handle =
+        let mut handle =
             BrokerHandle::spawn(TokioNet, TokioClock::start(), broker_config, shell_config, args.listen)
                 .await?;
         println!("edgeproof broker listening on {} (Ctrl-C stops it)", handle.local_addr());
-        tokio::signal::ctrl_c().await?;
+        tokio::select! {
+            signal = tokio::signal::ctrl_c() => signal?,
+            // Only a bug stops the broker by itself; say so instead of waiting for Ctrl-C.
+            stopped = handle.stopped() => return stopped,
+        }
         println!("stopping: {:?}", handle.stats());
         handle.shutdown().await
     });
@@ -80,13 +87,35 @@ fn load_config(path: &Path) -> Result<BrokerConfig, String> {
 
 /// Parses config text; the error starts with `:line:column: ` when the position is known.
 fn parse_config(text: &str) -> Result<BrokerConfig, String> {
-    toml::from_str::<BrokerConfig>(text).map_err(|error| {
+    let config = toml::from_str::<BrokerConfig>(text).map_err(|error| {
         let position = error.span().map(|span| line_and_column(text, span.start));
         let message = error.message().trim_end();
         match position {
             Some((line, column)) => format!(":{line}:{column}: {message}\n{error}"),
             None => format!(": {message}"),
         }
+    })?;
+    check_config(&config).map_err(|message| format!(": {message}"))?;
+    Ok(config)
+}
+
+/// Checks the values that parse but contradict each other or the spec (a zero receive maximum,
+/// say). `BrokerConfig` asserts these when a broker is built, because for code that builds a
+/// config a contradiction is a bug; for a file it is an input error. The broker core exposes no
+/// non-panicking check, so this builds a throwaway broker and turns its assertion into an error
+/// message, with the panic hook silenced meanwhile so the user sees one clean line.
+fn check_config(config: &BrokerConfig) -> Result<(), String> {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(|| drop(Broker::new(config.clone())));
+    std::panic::set_hook(default_hook);
+    result.map_err(|payload| {
+        let reason = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("the values contradict each other");
+        format!("invalid value: {reason}")
     })
 }
 
@@ -123,5 +152,13 @@ mod tests {
     #[test]
     fn empty_file_is_the_default_config() {
         assert!(parse_config("").is_ok());
+    }
+
+    #[test]
+    fn contradictory_values_are_an_error_not_a_panic() {
+        let error = parse_config("receive_maximum = 0\n").unwrap_err();
+        assert!(error.contains("receive_maximum"), "{error}");
+        // The panic hook is restored afterwards.
+        assert!(parse_config("receive_maximum = 10\n").is_ok());
     }
 }

@@ -3,7 +3,7 @@
 //! This module owns the task wiring around the core: an accept loop, a reader and a writer task
 //! per connection, and one actor task that owns the core and is the only thing that touches it.
 //! It owns the shell's bounds and what happens at each (see [`BrokerShellConfig`]) and counts
-//! every time a bound is hit in [`BrokerStats`]. It must never make an MQTT decision: bytes go in
+//! every time a bound is hit in [`BrokerShellStats`]. It must never make an MQTT decision: bytes go in
 //! and out of the core untouched, and the core alone decides what to send, when and what to close.
 //!
 //! Tasks and messages:
@@ -28,19 +28,22 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinHandle};
 use tracing::{debug, info, warn};
 
-use crate::broker::{Broker, BrokerConfig, ConnectionId, Transmit};
+use crate::broker::{Broker, BrokerConfig, BrokerEvent, ConnectionId, Transmit};
 use crate::net::Net;
 use crate::time::Clock;
 
 /// The shell's own bounds (the core's bounds live in [`BrokerConfig`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BrokerShellConfig {
-    /// Connections served at once. A connection over the bound is accepted and closed at once,
-    /// before any byte is read, and counted in [`BrokerStatsSnapshot::connections_refused_over_limit`].
-    pub connections_limit: usize,
+    /// TCP connections served at once. A connection over the bound is accepted and closed at
+    /// once, before any byte is read, and counted in
+    /// [`BrokerShellStatsSnapshot::connections_refused_over_limit`]. This bounds sockets, memory
+    /// and tasks whatever the peers send; the core's own `BrokerConfig::connections_limit` bounds
+    /// MQTT sessions' connections and answers over it with a CONNACK reason code.
+    pub tcp_connections_limit: usize,
     /// Transmits queued for one connection's writer. A connection whose queue is full is a slow
     /// consumer: it is closed, the core is told the connection was lost, and it is counted in
-    /// [`BrokerStatsSnapshot::slow_consumers_closed`].
+    /// [`BrokerShellStatsSnapshot::slow_consumers_closed`].
     pub writer_queue_transmits_limit: usize,
     /// The most bytes one socket read takes (and hands to the core in one call).
     pub read_buffer_bytes: usize,
@@ -57,7 +60,7 @@ pub struct BrokerShellConfig {
 impl Default for BrokerShellConfig {
     fn default() -> Self {
         BrokerShellConfig {
-            connections_limit: 10_000,
+            tcp_connections_limit: 10_000,
             writer_queue_transmits_limit: 4_096,
             read_buffer_bytes: 16 * 1024,
             input_queue_limit: 4_096,
@@ -68,18 +71,18 @@ impl Default for BrokerShellConfig {
 
 impl BrokerShellConfig {
     fn assert_valid(&self) {
-        assert!(self.connections_limit > 0, "connections_limit must be positive");
+        assert!(self.tcp_connections_limit > 0, "tcp_connections_limit must be positive");
         assert!(self.writer_queue_transmits_limit > 0, "writer_queue_transmits_limit must be positive");
         assert!(self.read_buffer_bytes > 0, "read_buffer_bytes must be positive");
         assert!(self.input_queue_limit > 0, "input_queue_limit must be positive");
         // tokio's semaphore holds at most `Semaphore::MAX_PERMITS` permits.
-        assert!(self.connections_limit <= Semaphore::MAX_PERMITS, "connections_limit too large");
+        assert!(self.tcp_connections_limit <= Semaphore::MAX_PERMITS, "tcp_connections_limit too large");
     }
 }
 
 /// Counters of one broker shell, shared between its tasks and whoever watches it.
 #[derive(Clone, Debug, Default)]
-pub struct BrokerStats {
+pub struct BrokerShellStats {
     counters: Arc<Counters>,
 }
 
@@ -93,14 +96,15 @@ struct Counters {
     bytes_received: AtomicU64,
     bytes_sent: AtomicU64,
     transmits_for_gone_connections: AtomicU64,
+    events_dropped: AtomicU64,
 }
 
-/// A point-in-time copy of [`BrokerStats`].
+/// A point-in-time copy of [`BrokerShellStats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BrokerStatsSnapshot {
+pub struct BrokerShellStatsSnapshot {
     /// Connections accepted and handed to the core.
     pub connections_accepted: u64,
-    /// Connections accepted and closed at once because `connections_limit` were open.
+    /// Connections accepted and closed at once because `tcp_connections_limit` were open.
     pub connections_refused_over_limit: u64,
     /// Connections whose tasks are still running.
     pub connections_open: u64,
@@ -113,12 +117,15 @@ pub struct BrokerStatsSnapshot {
     /// Transmits the core emitted for a connection the shell had already dropped (a slow
     /// consumer closed in the same drain, say); they are discarded.
     pub transmits_for_gone_connections: u64,
+    /// Core events not handed to the observer because its queue was full (see
+    /// [`BrokerObserver::events`]).
+    pub events_dropped: u64,
 }
 
-impl BrokerStats {
-    pub fn snapshot(&self) -> BrokerStatsSnapshot {
+impl BrokerShellStats {
+    pub fn snapshot(&self) -> BrokerShellStatsSnapshot {
         let counters = &self.counters;
-        BrokerStatsSnapshot {
+        BrokerShellStatsSnapshot {
             connections_accepted: counters.connections_accepted.load(Ordering::Relaxed),
             connections_refused_over_limit: counters.connections_refused_over_limit.load(Ordering::Relaxed),
             connections_open: counters.connections_open.load(Ordering::Relaxed),
@@ -127,6 +134,7 @@ impl BrokerStats {
             bytes_received: counters.bytes_received.load(Ordering::Relaxed),
             bytes_sent: counters.bytes_sent.load(Ordering::Relaxed),
             transmits_for_gone_connections: counters.transmits_for_gone_connections.load(Ordering::Relaxed),
+            events_dropped: counters.events_dropped.load(Ordering::Relaxed),
         }
     }
 
@@ -135,12 +143,24 @@ impl BrokerStats {
     }
 }
 
+/// What a broker shell reports to whoever watches it: counters always, and the core's events
+/// when a queue is given.
+#[derive(Clone, Debug, Default)]
+pub struct BrokerObserver {
+    pub stats: BrokerShellStats,
+    /// Receives a copy of every [`BrokerEvent`]. The shell never waits for it: when the queue is
+    /// full the event is dropped and counted in [`BrokerShellStatsSnapshot::events_dropped`], so a
+    /// slow observer cannot stall the broker.
+    pub events: Option<mpsc::Sender<BrokerEvent>>,
+}
+
 /// A broker shell running in a spawned task.
 pub struct BrokerHandle {
     local_addr: SocketAddr,
-    stats: BrokerStats,
+    stats: BrokerShellStats,
     shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<io::Result<()>>,
+    /// `None` once the task's result has been taken.
+    task: Option<JoinHandle<io::Result<()>>>,
 }
 
 impl BrokerHandle {
@@ -152,24 +172,31 @@ impl BrokerHandle {
         shell_config: BrokerShellConfig,
         listen_addr: SocketAddr,
     ) -> io::Result<BrokerHandle> {
+        Self::spawn_with_events(net, clock, broker_config, shell_config, listen_addr, None).await
+    }
+
+    /// Like [`BrokerHandle::spawn`], also copying the core's events to `events` (see
+    /// [`BrokerObserver::events`]).
+    pub async fn spawn_with_events<N: Net, C: Clock>(
+        net: N,
+        clock: C,
+        broker_config: BrokerConfig,
+        shell_config: BrokerShellConfig,
+        listen_addr: SocketAddr,
+        events: Option<mpsc::Sender<BrokerEvent>>,
+    ) -> io::Result<BrokerHandle> {
         let listener = net.bind(listen_addr).await?;
         let local_addr = net.local_addr(&listener)?;
-        let stats = BrokerStats::default();
+        let stats = BrokerShellStats::default();
+        let observer = BrokerObserver { stats: stats.clone(), events };
         let (shutdown_sender, shutdown_receiver) = oneshot::channel::<()>();
         let shutdown = async move {
             // A dropped sender is a shutdown too: nobody can stop the broker any more.
             let _ = shutdown_receiver.await;
         };
-        let task = tokio::spawn(run_broker(
-            net,
-            clock,
-            broker_config,
-            shell_config,
-            listener,
-            stats.clone(),
-            shutdown,
-        ));
-        Ok(BrokerHandle { local_addr, stats, shutdown: Some(shutdown_sender), task })
+        let task =
+            tokio::spawn(run_broker(net, clock, broker_config, shell_config, listener, observer, shutdown));
+        Ok(BrokerHandle { local_addr, stats, shutdown: Some(shutdown_sender), task: Some(task) })
     }
 
     /// The address the broker listens on.
@@ -177,15 +204,30 @@ impl BrokerHandle {
         self.local_addr
     }
 
-    pub fn stats(&self) -> BrokerStatsSnapshot {
+    pub fn stats(&self) -> BrokerShellStatsSnapshot {
         self.stats.snapshot()
+    }
+
+    /// Waits until the broker stops by itself, which only a bug does (a panic in the core, say):
+    /// a long-running caller selects on this next to its own shutdown signal.
+    /// Cancel-safe; once it has returned, [`BrokerHandle::shutdown`] has nothing left to stop.
+    pub async fn stopped(&mut self) -> io::Result<()> {
+        let task = self.task.as_mut().expect("stopped is not awaited again after it returned");
+        let result = task.await;
+        self.task = None;
+        match result {
+            Ok(Ok(())) => Err(io::Error::other("the broker stopped without being asked to")),
+            Ok(Err(error)) => Err(error),
+            Err(join_error) => Err(io::Error::other(join_error)),
+        }
     }
 
     /// Stops the broker: the listener closes and every connection is dropped.
     pub async fn shutdown(mut self) -> io::Result<()> {
         let sender = self.shutdown.take().expect("shutdown is called once, by value");
         let _ = sender.send(());
-        match (&mut self.task).await {
+        let Some(task) = self.task.take() else { return Ok(()) };
+        match task.await {
             Ok(result) => result,
             Err(join_error) => Err(io::Error::other(join_error)),
         }
@@ -195,7 +237,9 @@ impl BrokerHandle {
 impl Drop for BrokerHandle {
     fn drop(&mut self) {
         // A handle dropped without `shutdown` (a failed test, say) must not leave a broker behind.
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -209,18 +253,24 @@ pub async fn run_broker<N: Net, C: Clock>(
     broker_config: BrokerConfig,
     shell_config: BrokerShellConfig,
     listener: N::Listener,
-    stats: BrokerStats,
+    observer: BrokerObserver,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
     shell_config.assert_valid();
     let local_addr = net.local_addr(&listener)?;
     info!(%local_addr, "broker listening");
 
+    let BrokerObserver { stats, events } = observer;
     let (input_sender, input_receiver) = mpsc::channel(shell_config.input_queue_limit);
     let _accept_task =
         AbortOnDrop(tokio::spawn(accept_loop(net, listener, shell_config, input_sender, stats.clone())));
-    let mut actor =
-        BrokerActor { broker: Broker::new(broker_config), clock, connections: FxHashMap::default(), stats };
+    let mut actor = BrokerActor {
+        broker: Broker::new(broker_config),
+        clock,
+        connections: FxHashMap::default(),
+        stats,
+        events,
+    };
     actor.run(input_receiver, shutdown).await;
     // Dropping the actor drops every connection; dropping the accept task's guard closes the
     // listener. Both also happen when this future is dropped unfinished (the task was aborted).
@@ -271,7 +321,8 @@ struct BrokerActor<C: Clock> {
     /// Connections the core considers open. A connection leaves this map exactly when the core
     /// learns it is gone (Lost handed in) or decides so itself (Close polled out).
     connections: FxHashMap<ConnectionId, ConnectionEntry>,
-    stats: BrokerStats,
+    stats: BrokerShellStats,
+    events: Option<mpsc::Sender<BrokerEvent>>,
 }
 
 impl<C: Clock> BrokerActor<C> {
@@ -347,12 +398,17 @@ impl<C: Clock> BrokerActor<C> {
         }
         while let Some(event) = self.broker.poll_event() {
             debug!(?event, "broker event");
+            if let Some(events) = &self.events
+                && events.try_send(event).is_err()
+            {
+                BrokerShellStats::add(&self.stats.counters.events_dropped, 1);
+            }
         }
     }
 
     fn send(&mut self, connection: ConnectionId, bytes: Bytes) {
         let Some(entry) = self.connections.get(&connection) else {
-            BrokerStats::add(&self.stats.counters.transmits_for_gone_connections, 1);
+            BrokerShellStats::add(&self.stats.counters.transmits_for_gone_connections, 1);
             debug!(?connection, "transmit for a connection that is gone, discarded");
             return;
         };
@@ -363,7 +419,7 @@ impl<C: Clock> BrokerActor<C> {
                 // every other connection behind this one, and queueing more would grow without
                 // bound: close it, and let the core treat it as any other lost transport (its
                 // session keeps what it must, and its will fires).
-                BrokerStats::add(&self.stats.counters.slow_consumers_closed, 1);
+                BrokerShellStats::add(&self.stats.counters.slow_consumers_closed, 1);
                 warn!(?connection, "slow consumer: writer queue full, closing the connection");
                 self.lose(connection);
             }
@@ -384,7 +440,7 @@ impl<C: Clock> BrokerActor<C> {
 
     fn close(&mut self, connection: ConnectionId) {
         let Some(entry) = self.connections.remove(&connection) else {
-            BrokerStats::add(&self.stats.counters.transmits_for_gone_connections, 1);
+            BrokerShellStats::add(&self.stats.counters.transmits_for_gone_connections, 1);
             return;
         };
         if entry.writer.try_send(WriterCommand::Close).is_err() {
@@ -418,9 +474,9 @@ async fn accept_loop<N: Net>(
     listener: N::Listener,
     shell_config: BrokerShellConfig,
     inputs: mpsc::Sender<ConnectionInput>,
-    stats: BrokerStats,
+    stats: BrokerShellStats,
 ) {
-    let permits = Arc::new(Semaphore::new(shell_config.connections_limit));
+    let permits = Arc::new(Semaphore::new(shell_config.tcp_connections_limit));
     let mut next_connection_id: u64 = 0;
     loop {
         let (stream, peer_addr) = match net.accept(&listener).await {
@@ -428,22 +484,22 @@ async fn accept_loop<N: Net>(
             Err(error) => {
                 // Accept errors are usually transient (out of file descriptors, a connection
                 // reset before accept). Pause briefly instead of spinning on them.
-                BrokerStats::add(&stats.counters.accept_errors, 1);
+                BrokerShellStats::add(&stats.counters.accept_errors, 1);
                 warn!(%error, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            BrokerStats::add(&stats.counters.connections_refused_over_limit, 1);
-            warn!(%peer_addr, limit = shell_config.connections_limit, "connection limit reached, closing");
+            BrokerShellStats::add(&stats.counters.connections_refused_over_limit, 1);
+            warn!(%peer_addr, limit = shell_config.tcp_connections_limit, "connection limit reached, closing");
             drop(stream);
             continue;
         };
         let connection = ConnectionId(next_connection_id);
         next_connection_id += 1;
-        BrokerStats::add(&stats.counters.connections_accepted, 1);
-        BrokerStats::add(&stats.counters.connections_open, 1);
+        BrokerShellStats::add(&stats.counters.connections_accepted, 1);
+        BrokerShellStats::add(&stats.counters.connections_open, 1);
         debug!(?connection, %peer_addr, "connection accepted");
 
         let (read_half, write_half) = tokio::io::split(stream);
@@ -482,7 +538,7 @@ async fn accept_loop<N: Net>(
 /// ended or was aborted) frees the connection's slot.
 struct ConnectionGuard {
     _permit: OwnedSemaphorePermit,
-    stats: BrokerStats,
+    stats: BrokerShellStats,
 }
 
 impl Drop for ConnectionGuard {
@@ -498,7 +554,7 @@ async fn read_loop<S: AsyncRead>(
     start: oneshot::Receiver<()>,
     inputs: mpsc::Sender<ConnectionInput>,
     read_buffer_bytes: usize,
-    stats: BrokerStats,
+    stats: BrokerShellStats,
 ) {
     if start.await.is_err() {
         return;
@@ -517,7 +573,7 @@ async fn read_loop<S: AsyncRead>(
             }
         };
         assert!(read_bytes <= buffer.len());
-        BrokerStats::add(&stats.counters.bytes_received, read_bytes as u64);
+        BrokerShellStats::add(&stats.counters.bytes_received, read_bytes as u64);
         let bytes = Bytes::copy_from_slice(&buffer[..read_bytes]);
         if inputs.send(ConnectionInput::Bytes { connection, bytes }).await.is_err() {
             return;
@@ -540,7 +596,7 @@ async fn write_loop<S: AsyncWrite>(
             match command {
                 WriterCommand::Send(bytes) => {
                     write_half.write_all(&bytes).await?;
-                    BrokerStats::add(&guard.stats.counters.bytes_sent, bytes.len() as u64);
+                    BrokerShellStats::add(&guard.stats.counters.bytes_sent, bytes.len() as u64);
                     // Flush once the queue is empty rather than after every transmit, so a burst
                     // goes out in few syscalls on buffered streams.
                     if commands.is_empty() {

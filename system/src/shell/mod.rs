@@ -5,4 +5,6 @@
 
 pub mod broker;
 
-pub use broker::{BrokerHandle, BrokerShellConfig, BrokerStats, BrokerStatsSnapshot, run_broker};
+pub use broker::{
+    BrokerHandle, BrokerObserver, BrokerShellConfig, BrokerShellStats, BrokerShellStatsSnapshot, run_broker,
+};
