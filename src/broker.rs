@@ -107,7 +107,9 @@ fn parse_config(text: &str) -> Result<BrokerConfig, String> {
 fn check_config(config: &BrokerConfig) -> Result<(), String> {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let result = std::panic::catch_unwind(|| drop(Broker::new(config.clone())));
+    let result = std::panic::catch_unwind(|| {
+        let _broker = Broker::new(config.clone());
+    });
     std::panic::set_hook(default_hook);
     result.map_err(|payload| {
         let reason = payload
