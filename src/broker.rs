@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use edgeproof_system::broker::{Broker, BrokerConfig};
+use edgeproof_system::broker::BrokerConfig;
 use edgeproof_system::net::{TokioClock, TokioNet};
 use edgeproof_system::shell::{BrokerHandle, BrokerShellConfig};
 
@@ -95,30 +95,9 @@ fn parse_config(text: &str) -> Result<BrokerConfig, String> {
             None => format!(": {message}"),
         }
     })?;
-    check_config(&config).map_err(|message| format!(": {message}"))?;
+    // Values that parse but contradict the spec or each other have no position of their own.
+    config.validate().map_err(|error| format!(": invalid value: {error}"))?;
     Ok(config)
-}
-
-/// Checks the values that parse but contradict each other or the spec (a zero receive maximum,
-/// say). `BrokerConfig` asserts these when a broker is built, because for code that builds a
-/// config a contradiction is a bug; for a file it is an input error. The broker core exposes no
-/// non-panicking check, so this builds a throwaway broker and turns its assertion into an error
-/// message, with the panic hook silenced meanwhile so the user sees one clean line.
-fn check_config(config: &BrokerConfig) -> Result<(), String> {
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let result = std::panic::catch_unwind(|| {
-        let _broker = Broker::new(config.clone());
-    });
-    std::panic::set_hook(default_hook);
-    result.map_err(|payload| {
-        let reason = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or("the values contradict each other");
-        format!("invalid value: {reason}")
-    })
 }
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.
@@ -160,7 +139,6 @@ mod tests {
     fn contradictory_values_are_an_error_not_a_panic() {
         let error = parse_config("receive_maximum = 0\n").unwrap_err();
         assert!(error.contains("receive_maximum"), "{error}");
-        // The panic hook is restored afterwards.
         assert!(parse_config("receive_maximum = 10\n").is_ok());
     }
 }

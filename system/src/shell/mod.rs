@@ -4,7 +4,11 @@
 //! protocol decisions: everything MQTT happens in the cores.
 
 pub mod broker;
+pub mod client;
 
 pub use broker::{
     BrokerHandle, BrokerObserver, BrokerShellConfig, BrokerShellStats, BrokerShellStatsSnapshot, run_broker,
+};
+pub use client::{
+    ClientHandle, ClientShellConfig, ClientShellError, ClientShellStats, ClientShellStatsSnapshot,
 };
