@@ -54,9 +54,7 @@ impl Net for TokioNet {
 
     async fn accept(&self, listener: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)> {
         let (stream, peer_addr) = listener.accept().await?;
-        // MQTT packets are small and latency matters more than segment count: Nagle's algorithm
-        // would hold back a PUBACK until the peer's delayed ACK fires (up to 40 ms on Linux).
-        stream.set_nodelay(true)?;
+        set_nodelay(&stream);
         Ok((stream, peer_addr))
     }
 
@@ -66,9 +64,17 @@ impl Net for TokioNet {
 
     async fn connect(&self, addr: SocketAddr) -> io::Result<Self::Stream> {
         let stream = tokio::net::TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
+        set_nodelay(&stream);
         Ok(stream)
     }
+}
+
+/// MQTT packets are small and latency matters more than segment count: Nagle's algorithm would
+/// hold back a PUBACK until the peer's delayed ACK fires (up to 40 ms on Linux). Best effort: a
+/// socket that refuses the option (a peer that already reset, say) still works, and its next
+/// read or write reports whatever is wrong with it.
+fn set_nodelay(stream: &tokio::net::TcpStream) {
+    let _ = stream.set_nodelay(true);
 }
 
 /// The shells' clock: time elapsed on tokio's clock since the clock was created.

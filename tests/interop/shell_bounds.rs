@@ -1,6 +1,7 @@
 //! The broker shell's own bounds, hit on purpose: the connections limit (one connection over it
 //! is accepted and closed, counted) and the per-connection writer queue (a subscriber that stops
-//! reading is closed as a slow consumer, counted, while a reading subscriber carries on).
+//! reading is closed as a slow consumer, counted, while a reading subscriber carries on), and the
+//! core's timers firing through the shell.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -135,5 +136,25 @@ async fn a_subscriber_that_stops_reading_is_closed_as_a_slow_consumer() {
         within("the healthy subscriber to see the marker", healthy_reader).await.expect("reader");
     assert!(flood_messages > 0 && flood_messages <= published, "{flood_messages} of {published}");
     assert_eq!(broker.stats().slow_consumers_closed, 1);
+    broker.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn the_cores_keep_alive_timer_fires_through_the_shell() {
+    // MQTT 3.1.1 CONNECT with a keep-alive of 1 s, then silence: the core's timer (the shell's
+    // sleep to `poll_timeout`) must close the connection after 1.5 keep-alive intervals.
+    const IDLE_CONNECT: &[u8] =
+        &[0x10, 16, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 1, 0, 4, b'i', b'd', b'l', b'e'];
+    let broker = start_broker_with(BrokerShellConfig::default()).await;
+    let mut stream = TcpStream::connect(broker.local_addr()).await.expect("TCP connect");
+    stream.write_all(IDLE_CONNECT).await.expect("write CONNECT");
+    let mut connack = [0u8; 4];
+    within("CONNACK", stream.read_exact(&mut connack)).await.expect("read");
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+    let connected_at = tokio::time::Instant::now();
+    let read_bytes = read_until_closed(&mut stream, "the keep-alive close").await;
+    let idle = connected_at.elapsed();
+    assert_eq!(read_bytes, 0, "a 3.1.1 keep-alive timeout closes without a packet");
+    assert!(idle >= Duration::from_millis(1_400) && idle < Duration::from_secs(5), "closed after {idle:?}");
     broker.shutdown().await.expect("clean shutdown");
 }
