@@ -597,8 +597,9 @@ async fn write_loop<S: AsyncWrite>(
                 WriterCommand::Send(bytes) => {
                     write_half.write_all(&bytes).await?;
                     BrokerShellStats::add(&guard.stats.counters.bytes_sent, bytes.len() as u64);
-                    // Flush once the queue is empty rather than after every transmit, so a burst
-                    // goes out in few syscalls on buffered streams.
+                    // The core already batches a connection's packets into one transmit per
+                    // drain; flushing only when the queue is empty keeps a stream that buffers
+                    // (TLS, say) from flushing per transmit in a burst.
                     if commands.is_empty() {
                         write_half.flush().await?;
                     }
