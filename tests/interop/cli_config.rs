@@ -99,11 +99,16 @@ fn every_subcommand_has_help() {
 }
 
 #[test]
-fn demo_delivers_every_message_once_and_in_order() {
-    let output = edgeproof(&["demo", "--messages", "300"]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "demo failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("300 published, 300 delivered once and in order"), "{stdout}");
-    assert!(stdout.contains("publish -> ack latency") && stdout.contains("msg/s"), "{stdout}");
+fn demo_delivers_every_message_once_and_in_order_at_every_qos() {
+    for qos in ["0", "1", "2"] {
+        let output = edgeproof(&["demo", "--messages", "300", "--qos", qos]);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "demo at QoS {qos} failed:\n{stdout}\n{stderr}");
+        assert!(stdout.contains(&format!("QoS {qos}")), "{stdout}");
+        assert!(stdout.contains("300 published, 300 delivered once and in order"), "{stdout}");
+        assert!(stdout.contains("end-to-end latency") && stdout.contains("msg/s"), "{stdout}");
+        // QoS 0 has no acknowledgement to time.
+        assert_eq!(stdout.contains("publish -> ack latency"), qos != "0", "{stdout}");
+    }
 }
