@@ -24,6 +24,9 @@ fn command(tool: &str) -> Command {
 fn spawn(tool: &str, args: &[&str]) -> Child {
     match command(tool).args(args).spawn() {
         Ok(child) => child,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound && tool == "stdbuf" => {
+            panic!("stdbuf is not installed: install coreutils")
+        }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => panic!(
             "{tool} is not installed: install the mosquitto command-line clients \
              (`apt-get install -y mosquitto-clients`; .ci/run does this) to run the interop tests"
@@ -52,6 +55,9 @@ impl Subscriber {
     /// Starts `mosquitto_sub` with debug output and waits for its SUBACK, so that whatever is
     /// published afterwards must reach it.
     async fn start(args: &[&str]) -> Subscriber {
+        // stdbuf would report a missing mosquitto_sub only as an early exit: check it by name.
+        let probe = spawn("mosquitto_sub", &["--help"]).wait_with_output();
+        within("mosquitto_sub --help", probe).await.expect("mosquitto_sub runs");
         // mosquitto_sub's stdout is block-buffered on a pipe, which would hold the SUBACK line
         // back until exit; stdbuf (coreutils) makes it line-buffered.
         let mut all_args = vec!["-oL", "mosquitto_sub", "-d", "-F", FORMAT];
