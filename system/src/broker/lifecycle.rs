@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::connection::{self, Phase};
+use super::connection::{self, OutboundAliases, Phase};
 use super::session::{Message, PendingWill, Session, SessionKey};
 use super::stats::DropReason;
 use super::timers::Timer;
@@ -16,6 +16,7 @@ use super::{Broker, BrokerEvent, ConnectionId, Transmit};
 use crate::mqtt::topic::validate_topic_name;
 use crate::mqtt::{ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode, Will};
 use crate::time::Time;
+use rustc_hash::FxHashMap;
 
 /// Why a connection closes; decides the DISCONNECT sent, the will and the session's fate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,6 +163,12 @@ impl Broker {
         state.phase = Phase::Connected(key);
         state.keep_alive_timeout = keep_alive_timeout;
         state.connect_expiry_was_zero = requested_expiry_secs == 0;
+        state.outbound_aliases = match (version, connect.properties.topic_alias_maximum) {
+            (ProtocolVersion::V5, Some(maximum)) if maximum > 0 => {
+                Some(Box::new(OutboundAliases { maximum, by_topic: FxHashMap::default() }))
+            }
+            _ => None,
+        };
         self.connected_count += 1;
         if let Some(timeout) = keep_alive_timeout {
             self.timers.arm(now.saturating_add(timeout), Timer::KeepAlive(connection));

@@ -325,8 +325,27 @@ impl Broker {
         let session = self.sessions.get_mut(&key).expect("caller checked");
         let connection_id = session.connection.expect("only online sessions transmit");
         let packet_id = (delivery.qos != QoS::AtMostOnce).then(|| session.allocate_packet_id());
-        let packet = Packet::Publish(publish_packet(&delivery, session.protocol, packet_id, false, now));
+        let mut publish = publish_packet(&delivery, session.protocol, packet_id, false, now);
         let state = self.connections.get_mut(&connection_id).expect("sessions point at open connections");
+        // Outbound topic alias (v5, spec 3.3.2.3.4): a topic seen before on this connection goes
+        // as its alias with an empty topic name; a new one takes the next free alias while any
+        // is left (first come, never replaced, so the client's mapping is never stale).
+        let mut new_alias = None;
+        if let Some(aliases) = &state.outbound_aliases {
+            match aliases.by_topic.get(&delivery.message.topic) {
+                Some(&alias) => {
+                    publish.topic.clear();
+                    publish.properties.topic_alias = Some(alias);
+                }
+                None if aliases.by_topic.len() < usize::from(aliases.maximum) => {
+                    let alias = u16::try_from(aliases.by_topic.len() + 1).expect("below a u16 maximum");
+                    publish.properties.topic_alias = Some(alias);
+                    new_alias = Some(alias);
+                }
+                None => {}
+            }
+        }
+        let packet = Packet::Publish(publish);
         let written = connection::write_packet(
             state,
             &packet,
@@ -337,6 +356,12 @@ impl Broker {
         match written {
             Ok(Some(_)) => {
                 self.stats.messages_delivered += 1;
+                if let Some(alias) = new_alias {
+                    // Recorded only once the PUBLISH carrying the mapping is really sent.
+                    let aliases = state.outbound_aliases.as_mut().expect("planned above");
+                    aliases.by_topic.insert(delivery.message.topic.clone(), alias);
+                    assert!(aliases.by_topic.len() <= usize::from(aliases.maximum));
+                }
                 if let Some(packet_id) = packet_id {
                     self.stats.queued_bytes_current += delivery.message.quota_bytes();
                     session.inflight.push_back(InflightEntry {

@@ -902,3 +902,39 @@ fn client_identifier_length_and_charset_follow_the_config() {
         }
     }
 }
+
+#[test]
+fn outbound_topic_aliases_shorten_repeated_topics_up_to_the_clients_maximum() {
+    let mut h = harness();
+    let mut connect = connect_packet("aliased", V5, true);
+    connect.properties.topic_alias_maximum = Some(2);
+    let (client, _) = h.connect_with(connect);
+    h.send(client, &subscribe(1, "plant/#", QoS::AtMostOnce));
+    h.take(client);
+    let publisher = h.connect("pub", V5, true);
+    for topic in ["plant/a", "plant/a", "plant/b", "plant/c", "plant/b", "plant/c"] {
+        h.send(publisher, &publish(topic, QoS::AtMostOnce, None, b"v"));
+    }
+    let got = h.take(client);
+    let seen: Vec<(String, Option<u16>)> = publishes(&got)
+        .iter()
+        .map(|publish| (publish.topic.clone(), publish.properties.topic_alias))
+        .collect();
+    let expected = [
+        ("plant/a", Some(1)),
+        ("", Some(1)),
+        ("plant/b", Some(2)),
+        ("plant/c", None),
+        ("", Some(2)),
+        ("plant/c", None),
+    ];
+    let expected: Vec<(String, Option<u16>)> =
+        expected.iter().map(|(topic, alias)| (topic.to_string(), *alias)).collect();
+    assert_eq!(seen, expected);
+    // A client without a Topic Alias Maximum never gets aliases.
+    let plain = h.connect("plain", V5, true);
+    h.send(plain, &subscribe(1, "plant/#", QoS::AtMostOnce));
+    h.take(plain);
+    h.send(publisher, &publish("plant/a", QoS::AtMostOnce, None, b"v"));
+    assert!(publishes(&h.take(plain)).iter().all(|publish| publish.properties.topic_alias.is_none()));
+}
