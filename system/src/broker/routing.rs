@@ -130,7 +130,9 @@ impl Broker {
                 return;
             }
             // QoS 1 is acknowledged at once, so what counts against our Receive Maximum are the
-            // QoS 2 messages waiting for PUBREL (spec 3.3.4, MQTT-3.3.4-9).
+            // QoS 2 messages waiting for PUBREL (spec 3.3.4, MQTT-3.3.4-9). v3.1.1 has no Receive
+            // Maximum, but the same bound keeps its QoS 2 state bounded: beyond it the connection
+            // is closed (the client keeps its unacknowledged messages).
             if session.inbound_qos2.len() >= usize::from(self.config.receive_maximum) {
                 self.fail(now, connection, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
                 return;
