@@ -938,3 +938,49 @@ fn outbound_topic_aliases_shorten_repeated_topics_up_to_the_clients_maximum() {
     h.send(publisher, &publish("plant/a", QoS::AtMostOnce, None, b"v"));
     assert!(publishes(&h.take(plain)).iter().all(|publish| publish.properties.topic_alias.is_none()));
 }
+
+#[test]
+fn bytes_split_anywhere_give_the_same_output() {
+    use crate::broker::{Broker, ConnectionId, Transmit};
+    use crate::mqtt::codec::encode;
+    use crate::time::Time;
+
+    let mut stream = bytes::BytesMut::new();
+    let mut connect = connect_packet("split", V5, true);
+    connect.will = Some(will("wills/split", b"w", None));
+    let packets = [
+        Packet::Connect(Box::new(connect)),
+        subscribe(1, "s/#", QoS::ExactlyOnce),
+        publish("s/1", QoS::AtLeastOnce, Some(2), b"one"),
+        publish("s/2", QoS::ExactlyOnce, Some(3), b"two"),
+        Packet::PubRel(PubReply::success(pid(3))),
+        Packet::PingReq,
+        Packet::Disconnect(Disconnect::normal()),
+    ];
+    for packet in &packets {
+        encode(packet, V5, &mut stream).expect("encodes");
+    }
+    let run = |chunk_len: usize| {
+        let mut broker = Broker::new(BrokerConfig::default());
+        let now = Time::from_secs(1);
+        broker.handle_connection_opened(now, ConnectionId(1));
+        let mut output = Vec::new();
+        let mut closed = false;
+        for chunk in stream.chunks(chunk_len) {
+            broker.handle_bytes(now, ConnectionId(1), chunk);
+            while let Some(transmit) = broker.poll_transmit() {
+                match transmit {
+                    Transmit::Send { bytes, .. } => output.extend_from_slice(&bytes),
+                    Transmit::Close { .. } => closed = true,
+                }
+            }
+        }
+        (output, closed, broker.stats().packets_received)
+    };
+    let whole = run(stream.len());
+    assert!(whole.1, "DISCONNECT closes");
+    assert_eq!(whole.2, packets.len() as u64);
+    for chunk_len in 1..=9 {
+        assert_eq!(run(chunk_len), whole, "chunks of {chunk_len} bytes");
+    }
+}
