@@ -395,10 +395,16 @@ impl Broker {
                 released_bytes += delivery.message.quota_bytes();
             }
         }
-        let dropped =
-            session.queue.len() + session.inflight.iter().filter(|entry| entry.delivery.is_some()).count();
-        if dropped > 0 {
-            self.stats.count_drop(DropReason::SessionEnded, dropped as u64);
+        // Every message the session still held is dropped with it, each one accounted.
+        let inflight_messages = session.inflight.iter().filter_map(|entry| entry.delivery.as_ref());
+        for delivery in inflight_messages.chain(session.queue.iter()) {
+            self.stats.count_drop(DropReason::SessionEnded, 1);
+            self.emit(BrokerEvent::MessageDropped {
+                client_id: session.client_id.clone(),
+                reason: DropReason::SessionEnded,
+                topic: delivery.message.topic.clone(),
+                payload: delivery.message.payload.clone(),
+            });
         }
         self.stats.queued_messages_current -= session.queue.len() as u64;
         self.stats.queued_bytes_current -= released_bytes;

@@ -87,8 +87,9 @@ pub enum BrokerEvent {
     SessionExpired { client_id: Arc<str> },
     /// A will message was published.
     WillPublished { client_id: Arc<str>, topic: Arc<str> },
-    /// A message copy for (or from) this client was dropped.
-    MessageDropped { client_id: Arc<str>, reason: DropReason },
+    /// A message copy for (or from) this client was dropped. `topic` and `payload` identify the
+    /// message (so an oracle can account for each drop); the payload is shared, not copied.
+    MessageDropped { client_id: Arc<str>, reason: DropReason, topic: Arc<str>, payload: Bytes },
 }
 
 /// One broker instance.

@@ -58,6 +58,8 @@ impl Broker {
             self.emit(BrokerEvent::MessageDropped {
                 client_id: client_id.clone(),
                 reason: DropReason::RetainedStoreFull,
+                topic: message.topic.clone(),
+                payload: message.payload.clone(),
             });
             return false;
         }
@@ -141,7 +143,12 @@ impl Broker {
                 self.stats.publishes_rejected_quota += 1;
                 self.stats.count_drop(DropReason::QuotaExceeded, 1);
                 let client_id = session.client_id.clone();
-                self.emit(BrokerEvent::MessageDropped { client_id, reason: DropReason::QuotaExceeded });
+                self.emit(BrokerEvent::MessageDropped {
+                    client_id,
+                    reason: DropReason::QuotaExceeded,
+                    topic: Arc::from(topic.as_str()),
+                    payload: payload.clone(),
+                });
                 match version {
                     ProtocolVersion::V5 => {
                         self.send_publish_reply(connection, qos, packet_id, ReasonCode::QUOTA_EXCEEDED)
@@ -255,7 +262,7 @@ impl Broker {
         };
         let online = session.connection.is_some();
         if !online && delivery.qos == QoS::AtMostOnce {
-            self.count_drop(key, DropReason::Qos0Offline);
+            self.count_drop(key, DropReason::Qos0Offline, &delivery.message);
             return;
         }
         let sendable = delivery.qos == QoS::AtMostOnce || session.window_open();
@@ -264,21 +271,21 @@ impl Broker {
             return;
         }
         if self.stats.queued_bytes_current >= self.config.queued_bytes_limit {
-            self.count_drop(key, DropReason::QuotaExceeded);
+            self.count_drop(key, DropReason::QuotaExceeded, &delivery.message);
             return;
         }
         let session = self.sessions.get_mut(&key).expect("checked");
         if session.queue.len() >= self.config.subscriber_queue_messages_limit {
             match self.config.subscriber_queue_policy {
                 QueueFullPolicy::RejectNew => {
-                    self.count_drop(key, DropReason::QueueFullRejectNew);
+                    self.count_drop(key, DropReason::QueueFullRejectNew, &delivery.message);
                     return;
                 }
                 QueueFullPolicy::DropOldest => {
                     let oldest = session.queue.pop_front().expect("queue is full");
                     self.stats.queued_messages_current -= 1;
                     self.stats.queued_bytes_current -= oldest.message.quota_bytes();
-                    self.count_drop(key, DropReason::QueueFullDropOldest);
+                    self.count_drop(key, DropReason::QueueFullDropOldest, &oldest.message);
                 }
             }
         }
@@ -289,10 +296,11 @@ impl Broker {
         assert!(session.queue.len() <= self.config.subscriber_queue_messages_limit);
     }
 
-    fn count_drop(&mut self, key: SessionKey, reason: DropReason) {
+    pub(super) fn count_drop(&mut self, key: SessionKey, reason: DropReason, message: &Message) {
         self.stats.count_drop(reason, 1);
         let client_id = self.sessions[&key].client_id.clone();
-        self.emit(BrokerEvent::MessageDropped { client_id, reason });
+        let topic = message.topic.clone();
+        self.emit(BrokerEvent::MessageDropped { client_id, reason, topic, payload: message.payload.clone() });
     }
 
     /// Moves queued messages into the inflight window while it has room.
@@ -321,7 +329,7 @@ impl Broker {
     /// allocated, inflight recorded; too large for the client means dropped.
     fn transmit_delivery(&mut self, now: Time, key: SessionKey, delivery: Delivery) {
         if delivery.message.is_expired(now) {
-            self.count_drop(key, DropReason::Expired);
+            self.count_drop(key, DropReason::Expired, &delivery.message);
             return;
         }
         let session = self.sessions.get_mut(&key).expect("caller checked");
@@ -375,13 +383,13 @@ impl Broker {
                 }
             }
             Ok(None) | Err(EncodeError::PacketTooLarge { .. }) => {
-                self.count_drop(key, DropReason::TooLargeForClient)
+                self.count_drop(key, DropReason::TooLargeForClient, &delivery.message)
             }
             Err(error) => {
                 // Everything in the PUBLISH passed the decoder, so this is a codec asymmetry: loud
                 // in debug builds, a counted drop (never a crash of every connection) in release.
                 debug_assert!(false, "cannot encode a PUBLISH built by the broker: {error}");
-                self.count_drop(key, DropReason::EncodeFailed);
+                self.count_drop(key, DropReason::EncodeFailed, &delivery.message);
             }
         }
     }
@@ -423,12 +431,15 @@ impl Broker {
             }
         }
         // The new connection may announce a smaller Maximum Packet Size than the old one.
+        let mut dropped = Vec::with_capacity(too_large.len());
         for index in too_large.into_iter().rev() {
             let entry = session.inflight.remove(index).expect("index from the loop");
-            if let Some(delivery) = entry.delivery {
-                self.stats.queued_bytes_current -= delivery.message.quota_bytes();
-            }
-            self.stats.count_drop(DropReason::TooLargeForClient, 1);
+            let delivery = entry.delivery.expect("only PUBLISH retransmissions can be too large");
+            self.stats.queued_bytes_current -= delivery.message.quota_bytes();
+            dropped.push(delivery.message);
+        }
+        for message in dropped.into_iter().rev() {
+            self.count_drop(key, DropReason::TooLargeForClient, &message);
         }
     }
 
@@ -477,13 +488,16 @@ impl Broker {
         if entry.delivery.as_ref().is_some_and(|delivery| delivery.qos != QoS::ExactlyOnce) {
             return; // A PUBREC for a QoS 1 message: ignored like an unknown acknowledgement.
         }
-        if let Some(delivery) = entry.delivery.take() {
+        let delivery = entry.delivery.take();
+        if let Some(delivery) = &delivery {
             self.stats.queued_bytes_current -= delivery.message.quota_bytes();
         }
         if reply.reason_code.is_error() {
             // The subscriber refused the message (spec 4.3.3): it is done, the id is free.
             session.inflight.remove(position);
-            self.count_drop(key, DropReason::RejectedBySubscriber);
+            if let Some(delivery) = delivery {
+                self.count_drop(key, DropReason::RejectedBySubscriber, &delivery.message);
+            }
             self.pump(now, key);
             return;
         }

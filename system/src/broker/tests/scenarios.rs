@@ -189,6 +189,8 @@ fn clean_start_discards_the_previous_session() {
     assert!(!connack.session_present);
     assert!(h.take(fresh).is_empty(), "queued messages went with the old session");
     assert_eq!(h.broker.stats().dropped(DropReason::SessionEnded), 1);
+    assert!(h.events.iter().any(|event| matches!(event,
+        BrokerEvent::MessageDropped { reason: DropReason::SessionEnded, payload, .. } if &payload[..] == b"old")));
     h.send(publisher, &publish("x", QoS::AtLeastOnce, Some(2), b"new"));
     assert!(h.take(fresh).is_empty(), "subscriptions went with the old session");
     assert_eq!(h.broker.stats().sessions_discarded, 1);
@@ -218,10 +220,23 @@ fn queue_bound_drop_oldest_keeps_the_newest_and_counts() {
     let (delivered, h) = queue_bound(QueueFullPolicy::DropOldest);
     assert_eq!(delivered, vec![b"m3".to_vec(), b"m4".to_vec()]);
     assert_eq!(h.broker.stats().dropped(DropReason::QueueFullDropOldest), 2);
-    assert!(h.events.iter().any(|event| matches!(
-        event,
-        BrokerEvent::MessageDropped { reason: DropReason::QueueFullDropOldest, .. }
-    )));
+    let dropped: Vec<&[u8]> = h
+        .events
+        .iter()
+        .filter_map(|event| match event {
+            BrokerEvent::MessageDropped {
+                reason: DropReason::QueueFullDropOldest,
+                payload,
+                topic,
+                client_id,
+            } => {
+                assert_eq!((&**topic, &**client_id), ("q", "dev"));
+                Some(&payload[..])
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dropped, vec![&b"m1"[..], b"m2"], "each drop names its message");
 }
 
 #[test]
