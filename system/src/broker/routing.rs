@@ -579,6 +579,10 @@ impl Broker {
                 continue;
             }
             if existing.is_none() {
+                // Exact growth while small: most sessions hold one or two filters.
+                if session.subscriptions.len() < 4 {
+                    session.subscriptions.reserve_exact(1);
+                }
                 session.subscriptions.push(filter.into());
             }
             let (group, inner) = split_shared(filter);
