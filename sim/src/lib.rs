@@ -1,3 +1,7 @@
 //! edgeproof-sim: the deterministic worlds that run the stack's cores from one seed.
 //!
 //! It must never read a real clock, draw unseeded randomness, or iterate default-hashed maps.
+
+pub mod turmoil_net;
+
+pub use turmoil_net::TurmoilNet;
