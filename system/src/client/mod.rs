@@ -68,7 +68,7 @@
 //!   against the advertised Receive Maximum.
 //!
 //! # Memory
-//! Up to a million clients live at once in the simulator, so a `Client` is small (472 bytes on
+//! Up to a million clients live at once in the simulator, so a `Client` is small (480 bytes on
 //! x86-64; the size test bounds it at 512) and idle clients hold no heap memory besides the
 //! shared config ([`Client::with_shared_config`], with [`Client::with_client_id`] per device):
 //! queues and buffers are released when they drain, and rarely used state (subscribe requests,
