@@ -3,3 +3,6 @@
 //! It must never read a real clock, draw unseeded randomness, or iterate default-hashed maps.
 
 pub mod fast;
+pub mod turmoil_net;
+
+pub use turmoil_net::TurmoilNet;

@@ -2,3 +2,13 @@
 //!
 //! This module owns task wiring, socket reads and writes and timers. It must never contain
 //! protocol decisions: everything MQTT happens in the cores.
+
+pub mod broker;
+pub mod client;
+
+pub use broker::{
+    BrokerHandle, BrokerObserver, BrokerShellConfig, BrokerShellStats, BrokerShellStatsSnapshot, run_broker,
+};
+pub use client::{
+    ClientHandle, ClientShellConfig, ClientShellError, ClientShellStats, ClientShellStatsSnapshot,
+};
