@@ -193,3 +193,18 @@ fn publishes_unacknowledged_at_the_end_are_indeterminate() {
     assert_eq!(counters.acked + counters.indeterminate + counters.failed, counters.published, "{counters:?}");
     assert_eq!(counters.lost, 0, "an unacknowledged publish is never lost: {}", outcome.verdict_table());
 }
+
+/// Payloads above the broker's Maximum Packet Size are refused by the device clients and show
+/// up in the outcome (failed or declared dropped), never as a crash of the world.
+#[test]
+fn oversized_publishes_are_accounted_not_fatal() {
+    let mut scenario = small_smoke(5, 5);
+    scenario.fleets[0].payload_bytes = 2_000;
+    scenario.pods[0].config.insert("max_packet_size_bytes".into(), toml::Value::Integer(1_000));
+    let outcome = run(&scenario, 21);
+    let counters = &outcome.counters;
+    let dropped = counters.dropped.get("packet_too_large").copied().unwrap_or(0);
+    assert!(counters.failed + dropped > 0, "{counters:?}");
+    assert_eq!(counters.delivered, 0, "{counters:?}");
+    assert_eq!(counters.lost, 0, "a refused publish is never lost: {counters:?}");
+}

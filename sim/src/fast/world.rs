@@ -200,8 +200,9 @@ pub struct FastWorld {
     clients: Vec<SimClient>,
     host_names: Vec<String>,
     stats: WorldStats,
-    /// Message copies the brokers dropped, by the oracle's drop reason name.
-    broker_drops: BTreeMap<&'static str, u64>,
+    /// Message copies the brokers dropped and publishes the device clients refused, by the
+    /// oracle's drop reason name.
+    declared_drops: BTreeMap<&'static str, u64>,
     finished: bool,
     /// A reusable buffer for encoding stamped payloads (no allocation per publish beyond the
     /// payload itself).
@@ -331,7 +332,7 @@ impl FastWorld {
             clients,
             host_names,
             stats: WorldStats::default(),
-            broker_drops: BTreeMap::new(),
+            declared_drops: BTreeMap::new(),
             finished: false,
             payload_buffer: BytesMut::new(),
         };
@@ -439,7 +440,7 @@ impl FastWorld {
         if self.stats.dropped_device_queue_full > 0 {
             self.ledger.drop_declared(DROP_DEVICE_QUEUE_FULL, self.stats.dropped_device_queue_full);
         }
-        for (reason, count) in &self.broker_drops {
+        for (reason, count) in &self.declared_drops {
             self.ledger.drop_declared(reason, *count);
         }
         self.finished = true;
@@ -598,7 +599,7 @@ impl FastWorld {
                     // Drops are declared to the oracle (by reason: the event does not say which
                     // message); the other events are observability only.
                     if let BrokerEvent::MessageDropped { reason, .. } = event {
-                        *self.broker_drops.entry(drop_reason_name(reason)).or_default() += 1;
+                        *self.declared_drops.entry(drop_reason_name(reason)).or_default() += 1;
                         self.trace.record(now, TraceKind::BrokerEvent, index as u64, reason as u64, 0);
                     }
                 }
@@ -689,7 +690,17 @@ impl FastWorld {
                     self.stats.dropped_device_queue_full += 1;
                     self.trace.record(now, TraceKind::Publish, device.publisher_id, seq, 0);
                 }
-                Err(error) => panic!("device {} cannot publish: {error}", device.publisher_id),
+                Err(PublishError::PacketTooLarge { .. }) => {
+                    // The broker's Maximum Packet Size forbids this payload: a declared drop.
+                    *self.declared_drops.entry(DROP_PACKET_TOO_LARGE).or_default() += 1;
+                    self.stats.publish_rejected += 1;
+                }
+                Err(_) => {
+                    // Any other refusal is unexpected for a validated scenario: counted and
+                    // declared under its own name, so the drop check fails the run visibly.
+                    *self.declared_drops.entry("publish_rejected").or_default() += 1;
+                    self.stats.publish_rejected += 1;
+                }
             }
         }
     }
@@ -778,11 +789,10 @@ impl FastWorld {
                 self.trace.record(now, TraceKind::ClientEvent, index as u64, 4, 0);
             }
             ClientEvent::PublishSent { .. } => {}
-            ClientEvent::PublishAcked { token, reason } => {
+            ClientEvent::PublishAcked { token, .. } => {
                 let Role::Device(device) = &mut client.role else { return };
                 let seq = take_outstanding(&mut device.outstanding, token);
                 self.trace.record(now, TraceKind::ClientEvent, device.publisher_id, 5, seq);
-                let _ = reason;
                 self.ledger.publish_acked(device.publisher_id, seq, now);
             }
             ClientEvent::PublishFailed { token, reason } => {
