@@ -17,7 +17,9 @@
 //! publish. So a million devices cost a million heap entries, not one per timer kind.
 //!
 //! # Phases
-//! Publishing runs for `duration_secs` (the plan ends there). At the end of publishing every
+//! Subscribers connect at time zero; each device connects 100 ms before its first planned publish
+//! (at zero if that is sooner), so a fleet comes online spread over its first interval. Publishing
+//! runs for `duration_secs` (the plan ends there). At the end of publishing every
 //! partition heals and every crashed pod restarts (the drain phase is quiet by definition), then
 //! the drain runs for `drain_secs`. Publishes still unacknowledged at the end are recorded as
 //! indeterminate.
@@ -51,6 +53,9 @@ use super::trace::{Trace, TraceKind};
 /// Size of the shared buffers stamped payloads are carved from. A chunk lives as long as any
 /// payload in it, so it is kept small enough that retained chunks cost little.
 const PAYLOAD_CHUNK_BYTES: usize = 16 * 1024;
+
+/// How long before its first planned publish a device connects.
+const DEVICE_CONNECT_LEAD: Duration = Duration::from_millis(100);
 
 /// Knobs of a fast run that are not part of the scenario.
 #[derive(Clone, Debug)]
@@ -98,6 +103,7 @@ enum WorldEvent {
     PodWake(u32),
     Fault(u32),
     PublishEnd,
+    ClientStart(u32),
 }
 
 impl From<NetEvent> for WorldEvent {
@@ -340,7 +346,22 @@ impl FastWorld {
             world.after_pod(Time::ZERO, index);
         }
         for index in 0..world.clients.len() {
-            world.start_client(Time::ZERO, index);
+            // Subscribers come up at once; a device comes online `DEVICE_CONNECT_LEAD` before its
+            // first planned publish, so a fleet connects spread like its publish phases rather
+            // than as one thundering herd at time zero.
+            let start_at = match &world.clients[index].role {
+                Role::Subscriber(_) => Time::ZERO,
+                Role::Device(device) => device.schedule.peek().map_or(Time::ZERO, |first| {
+                    Time::from_nanos(
+                        first.at.as_nanos().saturating_sub(DEVICE_CONNECT_LEAD.as_nanos() as u64),
+                    )
+                }),
+            };
+            if start_at == Time::ZERO {
+                world.start_client(Time::ZERO, index);
+            } else {
+                world.queue.schedule(start_at, WorldEvent::ClientStart(index as u32));
+            }
         }
         Ok(world)
     }
@@ -366,6 +387,7 @@ impl FastWorld {
                 WorldEvent::PodWake(index) => self.on_pod_wake(now, index as usize),
                 WorldEvent::Fault(index) => self.apply_fault(now, index as usize),
                 WorldEvent::PublishEnd => self.recover_all(now),
+                WorldEvent::ClientStart(index) => self.start_client(now, index as usize),
             }
         }
         if self.queue.now() < deadline {
