@@ -427,3 +427,53 @@ fn row_names_are_unique() {
     names.dedup();
     assert_eq!(names.len(), before);
 }
+
+/// Maps every variant to a number. The match is exhaustive, so a new variant does not compile
+/// until it is listed here, and the coverage test below then asks for a table row for it.
+fn variant_index(error: &DecodeError) -> usize {
+    match error {
+        E::MalformedVariableByteInteger => 0,
+        E::PacketTooLarge { .. } => 1,
+        E::InvalidPacketType { .. } => 2,
+        E::InvalidFixedHeaderFlags { .. } => 3,
+        E::InvalidPublishQoS => 4,
+        E::DupWithQoS0 => 5,
+        E::UnexpectedEnd => 6,
+        E::TrailingBytes { .. } => 7,
+        E::InvalidUtf8 => 8,
+        E::NullCharacter => 9,
+        E::UnsupportedProtocol { .. } => 10,
+        E::ConnectReservedFlag => 11,
+        E::WillFlagsWithoutWill => 12,
+        E::InvalidWillQoS => 13,
+        E::PasswordWithoutUsername => 14,
+        E::ZeroPacketId => 15,
+        E::TopicNameInvalid(_) => 16,
+        E::EmptyTopicWithoutAlias => 17,
+        E::TopicFilterInvalid(_) => 18,
+        E::NoTopicFilters => 19,
+        E::NoLocalOnSharedSubscription => 20,
+        E::NoReasonCodes => 21,
+        E::SubscriptionOptionsReservedBits { .. } => 22,
+        E::InvalidSubscriptionQoS => 23,
+        E::InvalidRetainHandling => 24,
+        E::UnknownProperty { .. } => 25,
+        E::PropertyNotAllowed { .. } => 26,
+        E::DuplicateProperty { .. } => 27,
+        E::InvalidPropertyValue { .. } => 28,
+        E::PropertiesOverrun { .. } => 29,
+        E::InvalidReasonCode { .. } => 30,
+        E::ConnAckReservedFlags { .. } => 31,
+        E::SessionPresentWithError => 32,
+    }
+}
+
+const DECODE_ERROR_VARIANTS: usize = 33;
+
+#[test]
+fn every_decode_error_variant_has_a_row() {
+    let covered: std::collections::BTreeSet<usize> =
+        rows().iter().map(|row| variant_index(&row.expected)).collect();
+    let missing: Vec<usize> = (0..DECODE_ERROR_VARIANTS).filter(|index| !covered.contains(index)).collect();
+    assert!(missing.is_empty(), "variants without a malformed-input row: {missing:?}");
+}

@@ -76,9 +76,73 @@ fn plan_properties(
 ) -> Result<usize, EncodeError> {
     match version {
         ProtocolVersion::V5 => properties_len(properties, context),
-        ProtocolVersion::V311 if properties.is_empty() => Ok(0),
+        ProtocolVersion::V311 if has_no_properties(properties) => Ok(0),
         ProtocolVersion::V311 => Err(EncodeError::NotInV311 { packet: context.name(), field: "properties" }),
     }
+}
+
+/// Same as [`Properties::is_empty`] without building a default value to compare with: this is
+/// on the path of every MQTT 3.1.1 packet. The exhaustive destructuring makes a new field a
+/// compile error here.
+fn has_no_properties(properties: &Properties) -> bool {
+    let Properties {
+        payload_format_indicator,
+        message_expiry_interval_secs,
+        content_type,
+        response_topic,
+        correlation_data,
+        subscription_identifiers,
+        session_expiry_interval_secs,
+        assigned_client_identifier,
+        server_keep_alive_secs,
+        authentication_method,
+        authentication_data,
+        request_problem_information,
+        will_delay_interval_secs,
+        request_response_information,
+        response_information,
+        server_reference,
+        reason_string,
+        receive_maximum,
+        topic_alias_maximum,
+        topic_alias,
+        maximum_qos,
+        retain_available,
+        user_properties,
+        maximum_packet_size,
+        wildcard_subscription_available,
+        subscription_identifiers_available,
+        shared_subscription_available,
+    } = properties;
+    let empty = payload_format_indicator.is_none()
+        && message_expiry_interval_secs.is_none()
+        && content_type.is_none()
+        && response_topic.is_none()
+        && correlation_data.is_none()
+        && subscription_identifiers.is_empty()
+        && session_expiry_interval_secs.is_none()
+        && assigned_client_identifier.is_none()
+        && server_keep_alive_secs.is_none()
+        && authentication_method.is_none()
+        && authentication_data.is_none()
+        && request_problem_information.is_none()
+        && will_delay_interval_secs.is_none()
+        && request_response_information.is_none()
+        && response_information.is_none()
+        && server_reference.is_none()
+        && reason_string.is_none()
+        && receive_maximum.is_none()
+        && topic_alias_maximum.is_none()
+        && topic_alias.is_none()
+        && maximum_qos.is_none()
+        && retain_available.is_none()
+        && user_properties.is_empty()
+        && maximum_packet_size.is_none()
+        && wildcard_subscription_available.is_none()
+        && subscription_identifiers_available.is_none()
+        && shared_subscription_available.is_none();
+    debug_assert_eq!(empty, properties.is_empty());
+    empty
 }
 
 /// The bytes a property block takes on the wire: its length integer plus its content (v5), or
@@ -116,6 +180,8 @@ fn plan(packet: &Packet, version: ProtocolVersion) -> Result<Plan, EncodeError> 
         Packet::Auth(auth) => plan_auth(auth, version, &mut plan)?,
     };
     plan.remaining_len = checked_remaining(remaining_len)?;
+    assert!(plan.properties_len <= plan.remaining_len, "properties are part of the remaining length");
+    assert!(plan.will_properties_len <= plan.remaining_len);
     Ok(plan)
 }
 
@@ -486,5 +552,23 @@ fn write_connect(connect: &Connect, version: ProtocolVersion, plan: &Plan, out: 
     }
     if let Some(password) = &connect.password {
         put_binary(out, password);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remaining_length_is_bounded_by_the_variable_byte_integer() {
+        // Building a real 256 MiB packet would make the test slow; the bound is this one check.
+        let max = VARIABLE_BYTE_INTEGER_MAX as usize;
+        assert_eq!(checked_remaining(max), Ok(max));
+        assert_eq!(
+            checked_remaining(max + 1),
+            Err(EncodeError::PacketTooLarge { remaining_len_bytes: max + 1 })
+        );
+        let plan = Plan { remaining_len: max, ..Plan::default() };
+        assert_eq!(plan.packet_len(), 1 + 4 + max);
     }
 }

@@ -21,7 +21,7 @@ use super::packet::{Packet, ProtocolVersion};
 use super::reason::ReasonCode;
 use super::topic::TopicError;
 
-pub use decode::decode;
+pub use decode::{RESERVE_AHEAD_LIMIT_BYTES, decode};
 pub use encode::{encode, encoded_len};
 
 /// Why bytes could not be decoded into a packet. Each variant names the spec rule it enforces;
@@ -339,5 +339,155 @@ mod tests {
             assert_eq!(decode(&mut partial, ProtocolVersion::V311, u32::MAX), Ok(None));
             assert_eq!(partial.len(), cut);
         }
+    }
+
+    #[test]
+    fn v5_acks_accept_every_allowed_short_form() {
+        let v5 = ProtocolVersion::V5;
+        // Remaining length 2, 3 (reason code only) and 4 (reason code and empty properties).
+        for (bytes, reason) in
+            [(&[0x40, 0x02, 0x00, 0x09][..], 0x00), (&[0x40, 0x03, 0x00, 0x09, 0x10][..], 0x10)]
+        {
+            let mut buf = BytesMut::from(bytes);
+            let expected = PubReply {
+                packet_id: id(9),
+                reason_code: ReasonCode(reason),
+                properties: Properties::default(),
+            };
+            assert_eq!(decode(&mut buf, v5, u32::MAX), Ok(Some(Packet::PubAck(expected))));
+        }
+        let mut buf = BytesMut::from(&[0x70, 0x04, 0x00, 0x09, 0x92, 0x00][..]);
+        let expected =
+            PubReply { packet_id: id(9), reason_code: ReasonCode(0x92), properties: Properties::default() };
+        assert_eq!(decode(&mut buf, v5, u32::MAX), Ok(Some(Packet::PubComp(expected.clone()))));
+        // Our encoder picks the shortest form.
+        assert_eq!(
+            &encode_to_bytes(&Packet::PubComp(expected), v5).unwrap()[..],
+            &[0x70, 0x03, 0x00, 0x09, 0x92]
+        );
+        // DISCONNECT: remaining length 0, 1 and 2.
+        for (bytes, reason) in [
+            (&[0xE0, 0x00][..], 0x00),
+            (&[0xE0, 0x01, 0x04][..], 0x04),
+            (&[0xE0, 0x02, 0x8B, 0x00][..], 0x8B),
+        ] {
+            let mut buf = BytesMut::from(bytes);
+            assert_eq!(
+                decode(&mut buf, v5, u32::MAX),
+                Ok(Some(Packet::Disconnect(Disconnect::with_reason(ReasonCode(reason)))))
+            );
+        }
+    }
+
+    #[test]
+    fn connect_is_decoded_with_its_own_level_and_mqisdp_is_unsupported() {
+        let connect = Connect {
+            protocol: ProtocolVersion::V5,
+            clean_start: false,
+            keep_alive_secs: 0,
+            client_id: "id".into(),
+            will: None,
+            username: None,
+            password: None,
+            properties: Properties::default(),
+        };
+        let mut buf =
+            encode_to_bytes(&Packet::Connect(Box::new(connect.clone())), ProtocolVersion::V5).unwrap();
+        assert_eq!(
+            decode(&mut buf, ProtocolVersion::V311, u32::MAX),
+            Ok(Some(Packet::Connect(Box::new(connect))))
+        );
+        let mqtt31 =
+            [0x10, 0x0E, 0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 0x03, 0x02, 0x00, 0x3C, 0x00, 0x00];
+        let error = decode(&mut BytesMut::from(&mqtt31[..]), ProtocolVersion::V5, u32::MAX).unwrap_err();
+        assert_eq!(error, DecodeError::UnsupportedProtocol { level: 3 });
+        assert_eq!(error.reason_code().to_v311_connack_return_code(), 1);
+    }
+
+    #[test]
+    fn a_huge_announced_length_does_not_reserve_huge_memory() {
+        // A PUBLISH announcing 268,435,455 bytes with no limit set.
+        let mut buf = BytesMut::from(&[0x30, 0xFF, 0xFF, 0xFF, 0x7F][..]);
+        assert_eq!(decode(&mut buf, ProtocolVersion::V5, u32::MAX), Ok(None));
+        assert_eq!(buf.len(), 5);
+        assert!(buf.capacity() <= 5 + RESERVE_AHEAD_LIMIT_BYTES, "capacity {}", buf.capacity());
+    }
+
+    #[test]
+    fn oversized_packet_is_rejected_from_its_fixed_header_alone() {
+        // A PUBLISH announcing 200 bytes, of which none has arrived yet.
+        let mut buf = BytesMut::from(&[0x30, 0xC8, 0x01][..]);
+        let error = decode(&mut buf, ProtocolVersion::V311, 100).unwrap_err();
+        assert_eq!(error, DecodeError::PacketTooLarge { packet_len_bytes: 203, max_packet_size_bytes: 100 });
+        assert_eq!(error.reason_code(), ReasonCode::PACKET_TOO_LARGE);
+        // Within the limit, the same header just waits for the body.
+        assert_eq!(decode(&mut buf, ProtocolVersion::V311, 203), Ok(None));
+        assert_eq!(buf.len(), 3);
+    }
+
+    #[test]
+    fn encode_refuses_what_the_version_cannot_carry() {
+        let v3 = ProtocolVersion::V311;
+        let auth = Packet::Auth(Auth { reason_code: ReasonCode::SUCCESS, properties: Properties::default() });
+        assert!(matches!(encode_to_bytes(&auth, v3), Err(EncodeError::NotInV311 { packet: "AUTH", .. })));
+        let with_reason =
+            Packet::PubAck(PubReply { reason_code: ReasonCode(0x10), ..PubReply::success(id(1)) });
+        assert!(matches!(encode_to_bytes(&with_reason, v3), Err(EncodeError::NotInV311 { .. })));
+        let properties = Properties { reason_string: Some("r".into()), ..Properties::default() };
+        let with_properties = Packet::PubAck(PubReply { properties, ..PubReply::success(id(1)) });
+        assert!(matches!(
+            encode_to_bytes(&with_properties, v3),
+            Err(EncodeError::NotInV311 { field: "properties", .. })
+        ));
+        let alias_in_puback = Packet::PubAck(PubReply {
+            properties: Properties { topic_alias: Some(3), ..Properties::default() },
+            ..PubReply::success(id(1))
+        });
+        assert_eq!(
+            encode_to_bytes(&alias_in_puback, ProtocolVersion::V5).unwrap_err(),
+            EncodeError::PropertyNotAllowed { id: 0x23, packet: "PUBACK" }
+        );
+        let qos1_without_id = Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: "t".into(),
+            packet_id: None,
+            properties: Properties::default(),
+            payload: Bytes::new(),
+        });
+        assert_eq!(
+            encode_to_bytes(&qos1_without_id, v3).unwrap_err(),
+            EncodeError::PacketIdMismatch { qos: 1, has_packet_id: false }
+        );
+        let long_topic = Packet::Unsubscribe(Unsubscribe {
+            packet_id: id(1),
+            topic_filters: vec!["a".repeat(70_000)],
+            properties: Properties::default(),
+        });
+        assert!(matches!(encode_to_bytes(&long_topic, v3), Err(EncodeError::StringTooLong { .. })));
+        // A failed encode appends nothing.
+        let mut out = BytesMut::from(&b"xy"[..]);
+        assert!(encode(&long_topic, v3, &mut out).is_err());
+        assert_eq!(&out[..], b"xy");
+    }
+
+    #[test]
+    fn payload_is_a_zero_copy_slice_of_the_input() {
+        let publish = Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: "t".into(),
+            packet_id: None,
+            properties: Properties::default(),
+            payload: Bytes::from(vec![7u8; 512]),
+        };
+        let mut buf = encode_to_bytes(&Packet::Publish(publish), ProtocolVersion::V311).unwrap();
+        let input_range = buf.as_ptr_range();
+        let Ok(Some(Packet::Publish(decoded))) = decode(&mut buf, ProtocolVersion::V311, u32::MAX) else {
+            panic!("expected a PUBLISH");
+        };
+        assert!(input_range.contains(&decoded.payload.as_ptr()), "payload was copied");
     }
 }
