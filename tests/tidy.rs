@@ -32,7 +32,9 @@ fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
 fn every_source_module_opens_with_a_module_doc() {
     let root = workspace_root();
     let mut files = Vec::new();
-    for crate_dir in ["src", "system/src", "scenarios/src", "chaos/src", "sim/src", "loadgen/src", "reports/src"] {
+    for crate_dir in
+        ["src", "system/src", "scenarios/src", "chaos/src", "sim/src", "loadgen/src", "reports/src"]
+    {
         rust_files(&root.join(crate_dir), &mut files);
     }
     assert!(files.len() > 20, "tidy found only {} source files: is the walk broken?", files.len());

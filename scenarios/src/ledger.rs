@@ -870,6 +870,10 @@ impl Ledger {
     /// The system declared it dropped `count` messages for `reason` without saying which (e.g. a
     /// device's full pending queue, whose samples were never invoked).
     pub fn drop_declared(&mut self, reason: &str, count: u64) {
+        assert!(
+            KNOWN_DROP_REASONS.contains(&reason),
+            "unknown drop reason `{reason}`; add it to KNOWN_DROP_REASONS"
+        );
         *self.declared_drops.entry(reason.to_string()).or_default() += count;
     }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use rustc_hash::FxHashMap;
 
 use super::ConnectionId;
 use super::session::SessionKey;
@@ -43,9 +44,19 @@ pub(super) struct Connection {
     pub last_received_at: Time,
     /// Inbound topic aliases (v5): index `alias - 1`, grown on demand up to the advertised maximum.
     pub topic_aliases: Vec<Option<Arc<str>>>,
+    /// Outbound topic aliases (v5), when the client announced a Topic Alias Maximum.
+    pub outbound_aliases: Option<Box<OutboundAliases>>,
     /// Whether the CONNECT asked for a Session Expiry Interval of zero (a DISCONNECT must not
     /// raise it then, MQTT-3.14.2-2).
     pub connect_expiry_was_zero: bool,
+}
+
+/// The topic aliases the broker assigned on one connection (broker to client).
+#[derive(Debug)]
+pub(super) struct OutboundAliases {
+    /// The client's Topic Alias Maximum.
+    pub maximum: u16,
+    pub by_topic: FxHashMap<Arc<str>, u16>,
 }
 
 impl Connection {
@@ -60,6 +71,7 @@ impl Connection {
             keep_alive_timeout: None,
             last_received_at: now,
             topic_aliases: Vec::new(),
+            outbound_aliases: None,
             connect_expiry_was_zero: true,
         }
     }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::connection::{self, Phase};
+use super::connection::{self, OutboundAliases, Phase};
 use super::session::{Message, PendingWill, Session, SessionKey};
 use super::stats::DropReason;
 use super::timers::Timer;
@@ -16,6 +16,7 @@ use super::{Broker, BrokerEvent, ConnectionId, Transmit};
 use crate::mqtt::topic::validate_topic_name;
 use crate::mqtt::{ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode, Will};
 use crate::time::Time;
+use rustc_hash::FxHashMap;
 
 /// Why a connection closes; decides the DISCONNECT sent, the will and the session's fate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,6 +163,12 @@ impl Broker {
         state.phase = Phase::Connected(key);
         state.keep_alive_timeout = keep_alive_timeout;
         state.connect_expiry_was_zero = requested_expiry_secs == 0;
+        state.outbound_aliases = match (version, connect.properties.topic_alias_maximum) {
+            (ProtocolVersion::V5, Some(maximum)) if maximum > 0 => {
+                Some(Box::new(OutboundAliases { maximum, by_topic: FxHashMap::default() }))
+            }
+            _ => None,
+        };
         self.connected_count += 1;
         if let Some(timeout) = keep_alive_timeout {
             self.timers.arm(now.saturating_add(timeout), Timer::KeepAlive(connection));
@@ -388,10 +395,16 @@ impl Broker {
                 released_bytes += delivery.message.quota_bytes();
             }
         }
-        let dropped =
-            session.queue.len() + session.inflight.iter().filter(|entry| entry.delivery.is_some()).count();
-        if dropped > 0 {
-            self.stats.count_drop(DropReason::SessionEnded, dropped as u64);
+        // Every message the session still held is dropped with it, each one accounted.
+        let inflight_messages = session.inflight.iter().filter_map(|entry| entry.delivery.as_ref());
+        for delivery in inflight_messages.chain(session.queue.iter()) {
+            self.stats.count_drop(DropReason::SessionEnded, 1);
+            self.emit(BrokerEvent::MessageDropped {
+                client_id: session.client_id.clone(),
+                reason: DropReason::SessionEnded,
+                topic: delivery.message.topic.clone(),
+                payload: delivery.message.payload.clone(),
+            });
         }
         self.stats.queued_messages_current -= session.queue.len() as u64;
         self.stats.queued_bytes_current -= released_bytes;

@@ -8,6 +8,21 @@
 //! Layout: `connection` (per-transport state and output), `session` (per-client state),
 //! `lifecycle` (CONNECT, DISCONNECT, close, takeover, wills, expiry), `routing` (PUBLISH flows,
 //! SUBSCRIBE, delivery and queues), `trie` (subscriptions), `retained`, `timers`, `config`, `stats`.
+//!
+//! Choices where the spec leaves room (each counted in [`BrokerStats`]):
+//! - Inbound QoS 1 is acknowledged as soon as it is routed; inbound QoS 2 is routed on PUBLISH
+//!   (the spec's method B) and its packet id kept until PUBREL, so a DUP retransmission is
+//!   acknowledged but never routed twice.
+//! - QoS 0 for a session without a connection is dropped, as in Azure IoT Operations.
+//! - At the broker-wide queued-bytes bound a v5 QoS 1/2 PUBLISH gets 0x97; a v3.1.1 client,
+//!   which cannot be told, is disconnected without an acknowledgement so it keeps the message.
+//! - Shared subscriptions pick members round-robin, skipping members without a connection while
+//!   any member has one; retained messages are not sent for shared subscriptions.
+//! - Overlapping subscriptions of one session (shared ones included) give one delivery with the
+//!   highest granted QoS and every subscription identifier.
+//! - A takeover continues the session unless the new CONNECT has Clean Start 1, whatever the old
+//!   session's expiry; the old will follows spec 3.1.4.
+//! - Outbound topic aliases are assigned first come up to the client's maximum and never replaced.
 
 mod config;
 mod connection;
@@ -72,8 +87,9 @@ pub enum BrokerEvent {
     SessionExpired { client_id: Arc<str> },
     /// A will message was published.
     WillPublished { client_id: Arc<str>, topic: Arc<str> },
-    /// A message copy for (or from) this client was dropped.
-    MessageDropped { client_id: Arc<str>, reason: DropReason },
+    /// A message copy for (or from) this client was dropped. `topic` and `payload` identify the
+    /// message (so an oracle can account for each drop); the payload is shared, not copied.
+    MessageDropped { client_id: Arc<str>, reason: DropReason, topic: Arc<str>, payload: Bytes },
 }
 
 /// One broker instance.

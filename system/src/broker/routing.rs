@@ -58,6 +58,8 @@ impl Broker {
             self.emit(BrokerEvent::MessageDropped {
                 client_id: client_id.clone(),
                 reason: DropReason::RetainedStoreFull,
+                topic: message.topic.clone(),
+                payload: message.payload.clone(),
             });
             return false;
         }
@@ -130,7 +132,9 @@ impl Broker {
                 return;
             }
             // QoS 1 is acknowledged at once, so what counts against our Receive Maximum are the
-            // QoS 2 messages waiting for PUBREL (spec 3.3.4, MQTT-3.3.4-9).
+            // QoS 2 messages waiting for PUBREL (spec 3.3.4, MQTT-3.3.4-9). v3.1.1 has no Receive
+            // Maximum, but the same bound keeps its QoS 2 state bounded: beyond it the connection
+            // is closed (the client keeps its unacknowledged messages).
             if session.inbound_qos2.len() >= usize::from(self.config.receive_maximum) {
                 self.fail(now, connection, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
                 return;
@@ -139,7 +143,12 @@ impl Broker {
                 self.stats.publishes_rejected_quota += 1;
                 self.stats.count_drop(DropReason::QuotaExceeded, 1);
                 let client_id = session.client_id.clone();
-                self.emit(BrokerEvent::MessageDropped { client_id, reason: DropReason::QuotaExceeded });
+                self.emit(BrokerEvent::MessageDropped {
+                    client_id,
+                    reason: DropReason::QuotaExceeded,
+                    topic: Arc::from(topic.as_str()),
+                    payload: payload.clone(),
+                });
                 match version {
                     ProtocolVersion::V5 => {
                         self.send_publish_reply(connection, qos, packet_id, ReasonCode::QUOTA_EXCEEDED)
@@ -253,7 +262,7 @@ impl Broker {
         };
         let online = session.connection.is_some();
         if !online && delivery.qos == QoS::AtMostOnce {
-            self.count_drop(key, DropReason::Qos0Offline);
+            self.count_drop(key, DropReason::Qos0Offline, &delivery.message);
             return;
         }
         let sendable = delivery.qos == QoS::AtMostOnce || session.window_open();
@@ -262,21 +271,21 @@ impl Broker {
             return;
         }
         if self.stats.queued_bytes_current >= self.config.queued_bytes_limit {
-            self.count_drop(key, DropReason::QuotaExceeded);
+            self.count_drop(key, DropReason::QuotaExceeded, &delivery.message);
             return;
         }
         let session = self.sessions.get_mut(&key).expect("checked");
         if session.queue.len() >= self.config.subscriber_queue_messages_limit {
             match self.config.subscriber_queue_policy {
                 QueueFullPolicy::RejectNew => {
-                    self.count_drop(key, DropReason::QueueFullRejectNew);
+                    self.count_drop(key, DropReason::QueueFullRejectNew, &delivery.message);
                     return;
                 }
                 QueueFullPolicy::DropOldest => {
                     let oldest = session.queue.pop_front().expect("queue is full");
                     self.stats.queued_messages_current -= 1;
                     self.stats.queued_bytes_current -= oldest.message.quota_bytes();
-                    self.count_drop(key, DropReason::QueueFullDropOldest);
+                    self.count_drop(key, DropReason::QueueFullDropOldest, &oldest.message);
                 }
             }
         }
@@ -287,10 +296,11 @@ impl Broker {
         assert!(session.queue.len() <= self.config.subscriber_queue_messages_limit);
     }
 
-    fn count_drop(&mut self, key: SessionKey, reason: DropReason) {
+    pub(super) fn count_drop(&mut self, key: SessionKey, reason: DropReason, message: &Message) {
         self.stats.count_drop(reason, 1);
         let client_id = self.sessions[&key].client_id.clone();
-        self.emit(BrokerEvent::MessageDropped { client_id, reason });
+        let topic = message.topic.clone();
+        self.emit(BrokerEvent::MessageDropped { client_id, reason, topic, payload: message.payload.clone() });
     }
 
     /// Moves queued messages into the inflight window while it has room.
@@ -319,14 +329,33 @@ impl Broker {
     /// allocated, inflight recorded; too large for the client means dropped.
     fn transmit_delivery(&mut self, now: Time, key: SessionKey, delivery: Delivery) {
         if delivery.message.is_expired(now) {
-            self.count_drop(key, DropReason::Expired);
+            self.count_drop(key, DropReason::Expired, &delivery.message);
             return;
         }
         let session = self.sessions.get_mut(&key).expect("caller checked");
         let connection_id = session.connection.expect("only online sessions transmit");
         let packet_id = (delivery.qos != QoS::AtMostOnce).then(|| session.allocate_packet_id());
-        let packet = Packet::Publish(publish_packet(&delivery, session.protocol, packet_id, false, now));
+        let mut publish = publish_packet(&delivery, session.protocol, packet_id, false, now);
         let state = self.connections.get_mut(&connection_id).expect("sessions point at open connections");
+        // Outbound topic alias (v5, spec 3.3.2.3.4): a topic seen before on this connection goes
+        // as its alias with an empty topic name; a new one takes the next free alias while any
+        // is left (first come, never replaced, so the client's mapping is never stale).
+        let mut new_alias = None;
+        if let Some(aliases) = &state.outbound_aliases {
+            match aliases.by_topic.get(&delivery.message.topic) {
+                Some(&alias) => {
+                    publish.topic.clear();
+                    publish.properties.topic_alias = Some(alias);
+                }
+                None if aliases.by_topic.len() < usize::from(aliases.maximum) => {
+                    let alias = u16::try_from(aliases.by_topic.len() + 1).expect("below a u16 maximum");
+                    publish.properties.topic_alias = Some(alias);
+                    new_alias = Some(alias);
+                }
+                None => {}
+            }
+        }
+        let packet = Packet::Publish(publish);
         let written = connection::write_packet(
             state,
             &packet,
@@ -337,6 +366,12 @@ impl Broker {
         match written {
             Ok(Some(_)) => {
                 self.stats.messages_delivered += 1;
+                if let Some(alias) = new_alias {
+                    // Recorded only once the PUBLISH carrying the mapping is really sent.
+                    let aliases = state.outbound_aliases.as_mut().expect("planned above");
+                    aliases.by_topic.insert(delivery.message.topic.clone(), alias);
+                    assert!(aliases.by_topic.len() <= usize::from(aliases.maximum));
+                }
                 if let Some(packet_id) = packet_id {
                     self.stats.queued_bytes_current += delivery.message.quota_bytes();
                     session.inflight.push_back(InflightEntry {
@@ -348,13 +383,13 @@ impl Broker {
                 }
             }
             Ok(None) | Err(EncodeError::PacketTooLarge { .. }) => {
-                self.count_drop(key, DropReason::TooLargeForClient)
+                self.count_drop(key, DropReason::TooLargeForClient, &delivery.message)
             }
             Err(error) => {
                 // Everything in the PUBLISH passed the decoder, so this is a codec asymmetry: loud
                 // in debug builds, a counted drop (never a crash of every connection) in release.
                 debug_assert!(false, "cannot encode a PUBLISH built by the broker: {error}");
-                self.count_drop(key, DropReason::EncodeFailed);
+                self.count_drop(key, DropReason::EncodeFailed, &delivery.message);
             }
         }
     }
@@ -396,12 +431,15 @@ impl Broker {
             }
         }
         // The new connection may announce a smaller Maximum Packet Size than the old one.
+        let mut dropped = Vec::with_capacity(too_large.len());
         for index in too_large.into_iter().rev() {
             let entry = session.inflight.remove(index).expect("index from the loop");
-            if let Some(delivery) = entry.delivery {
-                self.stats.queued_bytes_current -= delivery.message.quota_bytes();
-            }
-            self.stats.count_drop(DropReason::TooLargeForClient, 1);
+            let delivery = entry.delivery.expect("only PUBLISH retransmissions can be too large");
+            self.stats.queued_bytes_current -= delivery.message.quota_bytes();
+            dropped.push(delivery.message);
+        }
+        for message in dropped.into_iter().rev() {
+            self.count_drop(key, DropReason::TooLargeForClient, &message);
         }
     }
 
@@ -450,13 +488,16 @@ impl Broker {
         if entry.delivery.as_ref().is_some_and(|delivery| delivery.qos != QoS::ExactlyOnce) {
             return; // A PUBREC for a QoS 1 message: ignored like an unknown acknowledgement.
         }
-        if let Some(delivery) = entry.delivery.take() {
+        let delivery = entry.delivery.take();
+        if let Some(delivery) = &delivery {
             self.stats.queued_bytes_current -= delivery.message.quota_bytes();
         }
         if reply.reason_code.is_error() {
             // The subscriber refused the message (spec 4.3.3): it is done, the id is free.
             session.inflight.remove(position);
-            self.count_drop(key, DropReason::RejectedBySubscriber);
+            if let Some(delivery) = delivery {
+                self.count_drop(key, DropReason::RejectedBySubscriber, &delivery.message);
+            }
             self.pump(now, key);
             return;
         }
@@ -538,6 +579,10 @@ impl Broker {
                 continue;
             }
             if existing.is_none() {
+                // Exact growth while small: most sessions hold one or two filters.
+                if session.subscriptions.len() < 4 {
+                    session.subscriptions.reserve_exact(1);
+                }
                 session.subscriptions.push(filter.into());
             }
             let (group, inner) = split_shared(filter);

@@ -47,6 +47,11 @@ impl Subscribers {
             self.entries[position] = entry;
             return false;
         }
+        // Exact growth while small: a one-subscriber node (the common case) holds one slot,
+        // not the four a plain push would reserve.
+        if self.entries.len() < 4 {
+            self.entries.reserve_exact(1);
+        }
         self.entries.push(entry);
         let position = u32::try_from(self.entries.len() - 1).expect("fewer than 2^32 subscribers per node");
         if let Some(positions) = &mut self.positions {
@@ -86,6 +91,72 @@ impl Subscribers {
     }
 }
 
+/// Above this many children a node switches from a vector to a hash map.
+const CHILDREN_MAP_THRESHOLD: usize = 8;
+
+/// The exact-level children of a node. Most nodes have one or two children, where a vector of
+/// exactly that size costs a fraction of a hash map's minimum table; a node like `devices/` with
+/// a million children gets the map.
+#[derive(Debug)]
+enum Children {
+    Few(Vec<(Box<str>, u32)>),
+    Many(FxHashMap<Box<str>, u32>),
+}
+
+impl Default for Children {
+    fn default() -> Self {
+        Children::Few(Vec::new())
+    }
+}
+
+impl Children {
+    fn get(&self, level: &str) -> Option<u32> {
+        match self {
+            Children::Few(children) => {
+                children.iter().find(|(name, _)| &**name == level).map(|&(_, index)| index)
+            }
+            Children::Many(children) => children.get(level).copied(),
+        }
+    }
+
+    fn insert(&mut self, level: &str, index: u32) {
+        assert!(self.get(level).is_none(), "level {level:?} inserted twice");
+        match self {
+            Children::Few(children) if children.len() < CHILDREN_MAP_THRESHOLD => {
+                children.reserve_exact(1);
+                children.push((level.into(), index));
+            }
+            Children::Few(children) => {
+                let mut map: FxHashMap<Box<str>, u32> = std::mem::take(children).into_iter().collect();
+                map.insert(level.into(), index);
+                *self = Children::Many(map);
+            }
+            Children::Many(children) => {
+                children.insert(level.into(), index);
+            }
+        }
+    }
+
+    fn remove(&mut self, level: &str) -> Option<u32> {
+        match self {
+            Children::Few(children) => {
+                let position = children.iter().position(|(name, _)| &**name == level)?;
+                let (_, index) = children.swap_remove(position);
+                children.shrink_to_fit();
+                Some(index)
+            }
+            Children::Many(children) => children.remove(level),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Children::Few(children) => children.is_empty(),
+            Children::Many(children) => children.is_empty(),
+        }
+    }
+}
+
 /// The members of one shared subscription group on one filter.
 struct SharedGroup {
     name: Box<str>,
@@ -98,7 +169,7 @@ struct SharedGroup {
 /// the filter from the root anyway, which saves two fields and an allocation per node.
 #[derive(Default)]
 struct Node {
-    children: FxHashMap<Box<str>, u32>,
+    children: Children,
     /// The `+` child, 0 when absent (the root is never a child).
     plus_child: u32,
     /// The `#` child, 0 when absent.
@@ -141,7 +212,7 @@ impl SubscriptionTrie {
         let child = match level {
             "+" => node.plus_child,
             "#" => node.hash_child,
-            _ => return node.children.get(level).copied(),
+            _ => return node.children.get(level),
         };
         (child != 0).then_some(child)
     }
@@ -168,7 +239,7 @@ impl SubscriptionTrie {
             "+" => parent_node.plus_child = index,
             "#" => parent_node.hash_child = index,
             _ => {
-                parent_node.children.insert(level.into(), index);
+                parent_node.children.insert(level, index);
             }
         }
         index
@@ -310,7 +381,7 @@ impl SubscriptionTrie {
             if wildcards_allowed && node.plus_child != 0 {
                 stack.push((node.plus_child, depth + 1));
             }
-            if let Some(&child) = node.children.get(levels[depth]) {
+            if let Some(child) = node.children.get(levels[depth]) {
                 stack.push((child, depth + 1));
             }
         }
@@ -418,6 +489,25 @@ mod tests {
         let expected: Vec<u64> = (0..100).filter(|session| session % 3 != 0).collect();
         assert_eq!(matched(&mut trie, "fan/out"), expected);
         assert_eq!(trie.len(), expected.len());
+    }
+
+    #[test]
+    fn nodes_with_many_children_switch_to_a_map_and_prune_back() {
+        let mut trie = SubscriptionTrie::new();
+        for device in 0..20u64 {
+            assert!(trie.subscribe(&format!("dev/{device}/cmd"), None, entry(device)));
+        }
+        let dev = trie.child(ROOT, "dev").expect("dev node");
+        assert!(matches!(trie.nodes[dev as usize].children, Children::Many(_)));
+        for device in 0..20u64 {
+            assert_eq!(matched(&mut trie, &format!("dev/{device}/cmd")), vec![device]);
+        }
+        assert!(matched(&mut trie, "dev/20/cmd").is_empty());
+        for device in 0..20u64 {
+            assert!(trie.unsubscribe(&format!("dev/{device}/cmd"), None, SessionKey(device)));
+        }
+        assert!(trie.nodes[ROOT as usize].is_unused(), "all nodes pruned");
+        assert_eq!(trie.free_nodes.len(), trie.nodes.len() - 1, "every node but the root is free");
     }
 
     #[test]

@@ -117,6 +117,8 @@ impl World {
         if client.version == ProtocolVersion::V5 {
             connect.properties.session_expiry_interval_secs = Some(100_000);
             connect.properties.receive_maximum = Some(CLIENT_RECEIVE_MAXIMUM);
+            // One outbound alias: some topics go aliased, the others in full.
+            connect.properties.topic_alias_maximum = Some(1);
         }
         let (connection, connack) = self.h.connect_with(connect);
         assert_eq!(connack.reason_code, ReasonCode::SUCCESS);

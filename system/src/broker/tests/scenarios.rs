@@ -189,6 +189,8 @@ fn clean_start_discards_the_previous_session() {
     assert!(!connack.session_present);
     assert!(h.take(fresh).is_empty(), "queued messages went with the old session");
     assert_eq!(h.broker.stats().dropped(DropReason::SessionEnded), 1);
+    assert!(h.events.iter().any(|event| matches!(event,
+        BrokerEvent::MessageDropped { reason: DropReason::SessionEnded, payload, .. } if &payload[..] == b"old")));
     h.send(publisher, &publish("x", QoS::AtLeastOnce, Some(2), b"new"));
     assert!(h.take(fresh).is_empty(), "subscriptions went with the old session");
     assert_eq!(h.broker.stats().sessions_discarded, 1);
@@ -218,10 +220,23 @@ fn queue_bound_drop_oldest_keeps_the_newest_and_counts() {
     let (delivered, h) = queue_bound(QueueFullPolicy::DropOldest);
     assert_eq!(delivered, vec![b"m3".to_vec(), b"m4".to_vec()]);
     assert_eq!(h.broker.stats().dropped(DropReason::QueueFullDropOldest), 2);
-    assert!(h.events.iter().any(|event| matches!(
-        event,
-        BrokerEvent::MessageDropped { reason: DropReason::QueueFullDropOldest, .. }
-    )));
+    let dropped: Vec<&[u8]> = h
+        .events
+        .iter()
+        .filter_map(|event| match event {
+            BrokerEvent::MessageDropped {
+                reason: DropReason::QueueFullDropOldest,
+                payload,
+                topic,
+                client_id,
+            } => {
+                assert_eq!((&**topic, &**client_id), ("q", "dev"));
+                Some(&payload[..])
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dropped, vec![&b"m1"[..], b"m2"], "each drop names its message");
 }
 
 #[test]
@@ -900,5 +915,87 @@ fn client_identifier_length_and_charset_follow_the_config() {
                 disconnect(&mut h, connection);
             }
         }
+    }
+}
+
+#[test]
+fn outbound_topic_aliases_shorten_repeated_topics_up_to_the_clients_maximum() {
+    let mut h = harness();
+    let mut connect = connect_packet("aliased", V5, true);
+    connect.properties.topic_alias_maximum = Some(2);
+    let (client, _) = h.connect_with(connect);
+    h.send(client, &subscribe(1, "plant/#", QoS::AtMostOnce));
+    h.take(client);
+    let publisher = h.connect("pub", V5, true);
+    for topic in ["plant/a", "plant/a", "plant/b", "plant/c", "plant/b", "plant/c"] {
+        h.send(publisher, &publish(topic, QoS::AtMostOnce, None, b"v"));
+    }
+    let got = h.take(client);
+    let seen: Vec<(String, Option<u16>)> = publishes(&got)
+        .iter()
+        .map(|publish| (publish.topic.clone(), publish.properties.topic_alias))
+        .collect();
+    let expected = [
+        ("plant/a", Some(1)),
+        ("", Some(1)),
+        ("plant/b", Some(2)),
+        ("plant/c", None),
+        ("", Some(2)),
+        ("plant/c", None),
+    ];
+    let expected: Vec<(String, Option<u16>)> =
+        expected.iter().map(|(topic, alias)| (topic.to_string(), *alias)).collect();
+    assert_eq!(seen, expected);
+    // A client without a Topic Alias Maximum never gets aliases.
+    let plain = h.connect("plain", V5, true);
+    h.send(plain, &subscribe(1, "plant/#", QoS::AtMostOnce));
+    h.take(plain);
+    h.send(publisher, &publish("plant/a", QoS::AtMostOnce, None, b"v"));
+    assert!(publishes(&h.take(plain)).iter().all(|publish| publish.properties.topic_alias.is_none()));
+}
+
+#[test]
+fn bytes_split_anywhere_give_the_same_output() {
+    use crate::broker::{Broker, ConnectionId, Transmit};
+    use crate::mqtt::codec::encode;
+    use crate::time::Time;
+
+    let mut stream = bytes::BytesMut::new();
+    let mut connect = connect_packet("split", V5, true);
+    connect.will = Some(will("wills/split", b"w", None));
+    let packets = [
+        Packet::Connect(Box::new(connect)),
+        subscribe(1, "s/#", QoS::ExactlyOnce),
+        publish("s/1", QoS::AtLeastOnce, Some(2), b"one"),
+        publish("s/2", QoS::ExactlyOnce, Some(3), b"two"),
+        Packet::PubRel(PubReply::success(pid(3))),
+        Packet::PingReq,
+        Packet::Disconnect(Disconnect::normal()),
+    ];
+    for packet in &packets {
+        encode(packet, V5, &mut stream).expect("encodes");
+    }
+    let run = |chunk_len: usize| {
+        let mut broker = Broker::new(BrokerConfig::default());
+        let now = Time::from_secs(1);
+        broker.handle_connection_opened(now, ConnectionId(1));
+        let mut output = Vec::new();
+        let mut closed = false;
+        for chunk in stream.chunks(chunk_len) {
+            broker.handle_bytes(now, ConnectionId(1), chunk);
+            while let Some(transmit) = broker.poll_transmit() {
+                match transmit {
+                    Transmit::Send { bytes, .. } => output.extend_from_slice(&bytes),
+                    Transmit::Close { .. } => closed = true,
+                }
+            }
+        }
+        (output, closed, broker.stats().packets_received)
+    };
+    let whole = run(stream.len());
+    assert!(whole.1, "DISCONNECT closes");
+    assert_eq!(whole.2, packets.len() as u64);
+    for chunk_len in 1..=9 {
+        assert_eq!(run(chunk_len), whole, "chunks of {chunk_len} bytes");
     }
 }
