@@ -43,6 +43,7 @@ fn main() {
     let outcome = &run.outcome;
     print!("{}", outcome.verdict_table());
     let messages = outcome.counters.published + outcome.counters.deliveries;
+    println!("{:?}", run.stats);
     println!(
         "turmoil smoke, {devices} devices, {} s + {} s drain: {:.1} sim s in {:.2} wall s = {:.3} sim s per wall s; \
          {} messages (published + delivered) = {:.0} per wall s; {} steps; peak RSS {:.1} MiB",

@@ -54,7 +54,10 @@ pub fn subscriptions_of(filters: &[String], qos: QoS) -> Vec<Subscription> {
     assert!(!filters.is_empty(), "a subscriber subscribes to something");
     filters
         .iter()
-        .map(|filter| Subscription { topic_filter: filter.clone(), options: SubscriptionOptions::with_qos(qos) })
+        .map(|filter| Subscription {
+            topic_filter: filter.clone(),
+            options: SubscriptionOptions::with_qos(qos),
+        })
         .collect()
 }
 
@@ -145,8 +148,13 @@ impl DeviceAgent {
         let planned = self.schedule.peek().filter(|planned| planned.at <= now)?;
         self.schedule.next();
         let seq = self.next_seq;
-        let stamp =
-            Stamp { flags: 0, publisher_id: self.publisher_id, seq, planned_send: planned.at, actual_send: now };
+        let stamp = Stamp {
+            flags: 0,
+            publisher_id: self.publisher_id,
+            seq,
+            planned_send: planned.at,
+            actual_send: now,
+        };
         let payload_bytes = self.payload_bytes as usize;
         if buffer.capacity() < payload_bytes {
             // Carve payloads out of shared chunks: one allocation per chunk, not per publish.
@@ -267,7 +275,12 @@ impl SubscriberAgent {
     /// A subscriber per `spec`; registers its observer in `ledger`.
     pub fn new(spec: &SubscriberSpec, ledger: &mut Ledger) -> SubscriberAgent {
         let observer = ledger.register_observer(&spec.name, spec.qos);
-        SubscriberAgent { observer, filters: spec.filters.clone(), qos: spec.qos, subscribe_outstanding: false }
+        SubscriberAgent {
+            observer,
+            filters: spec.filters.clone(),
+            qos: spec.qos,
+            subscribe_outstanding: false,
+        }
     }
 
     pub fn observer(&self) -> ObserverId {
@@ -315,7 +328,11 @@ impl SubscriberAgent {
             ClientEvent::Message(publish) => match Stamp::decode(&publish.payload) {
                 Ok(stamp) => {
                     ledger.delivered(self.observer, &stamp, &publish.topic, now, publish.dup);
-                    SubscriberRecord::Delivered { publisher_id: stamp.publisher_id, seq: stamp.seq, dup: publish.dup }
+                    SubscriberRecord::Delivered {
+                        publisher_id: stamp.publisher_id,
+                        seq: stamp.seq,
+                        dup: publish.dup,
+                    }
                 }
                 Err(_) => SubscriberRecord::Unstamped,
             },
@@ -352,7 +369,10 @@ mod tests {
             let stamp = Stamp::decode(&due.message.payload).expect("stamped");
             assert_eq!((stamp.publisher_id, stamp.seq), (plan.publisher_id, due.seq));
             let token = core.publish(now, due.message.clone()).expect("the pending queue has room");
-            assert_eq!(agent.publish_accepted(&due, token, now, &mut ledger), DeviceRecord::Invoked { seq: due.seq });
+            assert_eq!(
+                agent.publish_accepted(&due, token, now, &mut ledger),
+                DeviceRecord::Invoked { seq: due.seq }
+            );
             tokens.push(token);
         }
         assert_eq!(tokens.len(), 4, "planned at +0, +1, +2 and +3 s");
@@ -412,7 +432,10 @@ mod tests {
             token: edgeproof_system::client::RequestToken(1),
             reason_codes: vec![ReasonCode(1)],
         };
-        assert_eq!(agent.on_event(Time::ZERO, &suback, &mut ledger), SubscriberRecord::Subscribed { granted: 1 });
+        assert_eq!(
+            agent.on_event(Time::ZERO, &suback, &mut ledger),
+            SubscriberRecord::Subscribed { granted: 1 }
+        );
         let resumed = ClientEvent::Connected { session_present: true };
         assert_eq!(agent.on_event(Time::from_secs(1), &resumed, &mut ledger), SubscriberRecord::Nothing);
         assert_eq!(agent.on_event(Time::from_secs(2), &fresh, &mut ledger), SubscriberRecord::Resubscribe);

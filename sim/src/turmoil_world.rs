@@ -43,7 +43,9 @@ use edgeproof_system::time::{Clock, Time};
 use tokio::sync::mpsc;
 
 use crate::TurmoilNet;
-use crate::agents::{DeviceAgent, DeviceRecord, DuePublish, SubscriberAgent, SubscriberRecord, declare_drops};
+use crate::agents::{
+    DeviceAgent, DeviceRecord, DuePublish, SubscriberAgent, SubscriberRecord, declare_drops,
+};
 use crate::agents::{device_config, subscriber_config};
 
 /// The port every broker pod listens on.
@@ -143,6 +145,15 @@ pub struct TurmoilStats {
     pub unstamped_deliveries: u64,
     /// Faults applied (scenario faults and the end-of-publishing recovery).
     pub faults_applied: u64,
+    /// CONNACKs the clients (devices and subscribers) received.
+    pub clients_connected: u64,
+    /// Sessions that ended under a client (transport lost, broker DISCONNECT).
+    pub clients_disconnected: u64,
+    /// Connects the broker refused.
+    pub connects_refused: u64,
+    /// Connection attempts that failed or were abandoned before a CONNACK (the client shell
+    /// asked for a new transport while the previous one never reached `Connected`).
+    pub transports_opened: u64,
 }
 
 /// A run's outcome with the engine's own counters.
@@ -186,6 +197,7 @@ mod kind {
     pub const CONNECTED: u64 = 9;
     pub const DISCONNECTED: u64 = 10;
     pub const CONNECT_REFUSED: u64 = 11;
+    pub const OPEN_TRANSPORT: u64 = 12;
 }
 
 /// Everything the drivers on every host record into, shared by the hosts (turmoil runs them all
@@ -214,13 +226,20 @@ impl Books {
     fn record_connection(&mut self, now: Time, who: u64, event: &ClientEvent) {
         match event {
             ClientEvent::Connected { session_present } => {
+                self.stats.clients_connected += 1;
                 self.record(now, kind::CONNECTED, who, u64::from(*session_present))
             }
             ClientEvent::Disconnected { reason } => {
+                self.stats.clients_disconnected += 1;
                 self.record(now, kind::DISCONNECTED, who, reason.map_or(u64::MAX, |code| u64::from(code.0)))
             }
             ClientEvent::ConnectRefused { reason } => {
+                self.stats.connects_refused += 1;
                 self.record(now, kind::CONNECT_REFUSED, who, u64::from(reason.0))
+            }
+            ClientEvent::OpenTransport => {
+                self.stats.transports_opened += 1;
+                self.record(now, kind::OPEN_TRANSPORT, who, 0)
             }
             _ => {}
         }
@@ -272,7 +291,9 @@ impl Books {
         self.record_connection(now, who, event);
         match self.subscribers[subscriber].on_event(now, event, &mut self.ledger) {
             SubscriberRecord::Resubscribe => return true,
-            SubscriberRecord::Subscribed { granted } => self.record(now, kind::SUBSCRIBED, who, granted as u64),
+            SubscriberRecord::Subscribed { granted } => {
+                self.record(now, kind::SUBSCRIBED, who, granted as u64)
+            }
             SubscriberRecord::Delivered { publisher_id, seq, dup } => {
                 self.record(now, kind::DELIVERED, publisher_id, seq << 1 | u64::from(dup))
             }
@@ -313,7 +334,12 @@ async fn broker_pod(config: BrokerConfig, shell: BrokerShellConfig) -> turmoil::
 
 /// Feeds one device's planned publishes into its client shell and the shell's events into the
 /// books, until the simulation stops.
-async fn drive_device(books: Shared, device: usize, handle: ClientHandle, mut events: mpsc::Receiver<ClientEvent>) {
+async fn drive_device(
+    books: Shared,
+    device: usize,
+    handle: ClientHandle,
+    mut events: mpsc::Receiver<ClientEvent>,
+) {
     let clock = SimClock;
     loop {
         let next = books.borrow().devices[device].next_publish_at();
@@ -359,7 +385,8 @@ async fn run_fleet(
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
-            let (handle, events) = ClientHandle::spawn(TurmoilNet, SimClock, config, shell, broker, client_seed);
+            let (handle, events) =
+                ClientHandle::spawn(TurmoilNet, SimClock, config, shell, broker, client_seed);
             drive_device(books, device, handle, events).await;
         });
     }
@@ -380,7 +407,8 @@ async fn run_subscriber(
 ) -> turmoil::Result {
     let clock = SimClock;
     let client_seed = member_seed(seed, SUBSCRIBER_STREAM, subscriber as u64);
-    let (handle, mut events) = ClientHandle::spawn(TurmoilNet, clock, config, shell, broker_addr(&broker_pod), client_seed);
+    let (handle, mut events) =
+        ClientHandle::spawn(TurmoilNet, clock, config, shell, broker_addr(&broker_pod), client_seed);
     let subscriptions = books.borrow().subscribers[subscriber].subscriptions();
     handle.subscribe(subscriptions).await?;
     books.borrow_mut().subscribers[subscriber].subscribe_sent();
@@ -408,6 +436,20 @@ fn turmoil_hosts(scenario: &Scenario) -> Vec<(String, String)> {
 fn tcp_capacity(scenario: &Scenario) -> usize {
     let clients = scenario.device_count() as usize + scenario.subscribers.len();
     clients + 1_024
+}
+
+/// The broker shell's bounds for this scenario: its TCP connection limit (a real bound of the
+/// shell, 10,000 by default) is raised to twice the scenario's clients, because a client that
+/// reconnects may hold its old connection (until the broker's keep-alive drops it) and its new
+/// one at once. Without this, the 10,001st device of a large fleet is refused forever.
+fn broker_shell_for(scenario: &Scenario, base: &BrokerShellConfig) -> BrokerShellConfig {
+    let clients = scenario.device_count() as usize + scenario.subscribers.len();
+    let config = BrokerShellConfig {
+        tcp_connections_limit: base.tcp_connections_limit.max(2 * clients),
+        ..base.clone()
+    };
+    assert!(config.tcp_connections_limit >= clients);
+    config
 }
 
 /// Refuses what turmoil cannot model, before anything is built.
@@ -455,7 +497,9 @@ impl Driver<'_> {
     fn split(&self, scenario_hosts: &[String]) -> (Vec<IpAddr>, Vec<IpAddr>) {
         let (inside, outside): (Vec<_>, Vec<_>) =
             self.hosts.iter().partition(|(_, host)| scenario_hosts.contains(host));
-        let ips = |hosts: Vec<&(String, String)>| hosts.iter().map(|(name, _)| self.sim.lookup(name.as_str())).collect();
+        let ips = |hosts: Vec<&(String, String)>| {
+            hosts.iter().map(|(name, _)| self.sim.lookup(name.as_str())).collect()
+        };
         (ips(inside), ips(outside))
     }
 
@@ -555,7 +599,11 @@ impl Driver<'_> {
 ///
 /// The wall-clock time of the run is measured here, around the run, only to report engine speed
 /// in the outcome; it never feeds back into the simulation.
-pub fn run_turmoil(scenario: &Scenario, seed: u64, options: &TurmoilOptions) -> Result<TurmoilRun, TurmoilError> {
+pub fn run_turmoil(
+    scenario: &Scenario,
+    seed: u64,
+    options: &TurmoilOptions,
+) -> Result<TurmoilRun, TurmoilError> {
     check_supported(scenario)?;
     assert!(!options.tick.is_zero(), "a tick moves time");
     #[allow(clippy::disallowed_methods, reason = "wall time is reported, never simulated")]
@@ -563,11 +611,9 @@ pub fn run_turmoil(scenario: &Scenario, seed: u64, options: &TurmoilOptions) -> 
 
     let mut broker_configs = Vec::with_capacity(scenario.pods.len());
     for pod in &scenario.pods {
-        let config: BrokerConfig =
-            pod.config.clone().try_into().map_err(|error: toml::de::Error| TurmoilError::PodConfig {
-                pod: pod.name.clone(),
-                message: error.to_string(),
-            })?;
+        let config: BrokerConfig = pod.config.clone().try_into().map_err(|error: toml::de::Error| {
+            TurmoilError::PodConfig { pod: pod.name.clone(), message: error.to_string() }
+        })?;
         broker_configs.push(config);
     }
 
@@ -617,8 +663,9 @@ pub fn run_turmoil(scenario: &Scenario, seed: u64, options: &TurmoilOptions) -> 
         hosts: turmoil_hosts(scenario),
         crashed: vec![false; scenario.pods.len()],
     };
+    let broker_shell = broker_shell_for(scenario, &options.broker_shell);
     for (pod, config) in scenario.pods.iter().zip(broker_configs) {
-        let shell = options.broker_shell.clone();
+        let shell = broker_shell.clone();
         driver.sim.host(pod.name.as_str(), move || broker_pod(config.clone(), shell.clone()));
     }
     for (index, spec) in scenario.subscribers.iter().enumerate() {
@@ -633,7 +680,8 @@ pub fn run_turmoil(scenario: &Scenario, seed: u64, options: &TurmoilOptions) -> 
         driver.sim.client(spec.name.as_str(), future);
     }
     for (fleet, members) in scenario.fleets.iter().zip(fleet_devices) {
-        let future = run_fleet(books.clone(), members, fleet.broker.clone(), seed, options.client_shell.clone());
+        let future =
+            run_fleet(books.clone(), members, fleet.broker.clone(), seed, options.client_shell.clone());
         driver.sim.client(fleet.name.as_str(), future);
     }
 
@@ -654,7 +702,10 @@ pub fn run_turmoil(scenario: &Scenario, seed: u64, options: &TurmoilOptions) -> 
         if now >= end {
             break;
         }
-        driver.sim.step().map_err(|error| TurmoilError::Simulation { at: now, message: error.to_string() })?;
+        driver
+            .sim
+            .step()
+            .map_err(|error| TurmoilError::Simulation { at: now, message: error.to_string() })?;
         books.borrow_mut().stats.steps += 1;
     }
     assert_eq!(next_step, schedule.len(), "every fault applied before the end");
@@ -682,4 +733,88 @@ pub fn run_turmoil(scenario: &Scenario, seed: u64, options: &TurmoilOptions) -> 
     let outcome = Outcome::from_ledger(scenario, &books.ledger, run);
     assert_eq!(outcome.engine, "turmoil");
     Ok(TurmoilRun { outcome, stats: books.stats.clone() })
+}
+
+#[cfg(test)]
+mod tests {
+    use edgeproof_scenarios::catalog;
+    use edgeproof_scenarios::spec::{Fault, FleetSpec};
+
+    use super::*;
+
+    #[test]
+    fn link_loss_is_refused_rather_than_run_with_another_meaning() {
+        let mut scenario = catalog::get("smoke").expect("smoke is in the catalogue");
+        scenario.network.loss = 0.01;
+        let error = run_turmoil(&scenario, 1, &TurmoilOptions::default()).expect_err("loss is refused");
+        assert_eq!(error, TurmoilError::LossUnsupported { place: "[network]".into(), loss: 0.01 });
+
+        let mut scenario = catalog::get("smoke").expect("smoke is in the catalogue");
+        scenario.faults.push(Fault {
+            at_secs: 5.0,
+            action: FaultAction::Link {
+                hosts: vec!["edge".into(), "cell1".into()],
+                latency_ms: None,
+                loss: Some(0.5),
+            },
+        });
+        let error = run_turmoil(&scenario, 1, &TurmoilOptions::default()).expect_err("loss is refused");
+        assert!(matches!(error, TurmoilError::LossUnsupported { loss, .. } if loss == 0.5), "{error}");
+    }
+
+    #[test]
+    fn more_hosts_than_turmoil_can_afford_are_refused() {
+        let mut scenario = catalog::get("smoke").expect("smoke is in the catalogue");
+        let fleet: FleetSpec = scenario.fleets[0].clone();
+        for index in 0..TURMOIL_HOSTS_LIMIT {
+            scenario.fleets.push(FleetSpec { name: format!("extra-{index}"), ..fleet.clone() });
+        }
+        let hosts = turmoil_hosts(&scenario).len();
+        assert!(hosts > TURMOIL_HOSTS_LIMIT);
+        let error = run_turmoil(&scenario, 1, &TurmoilOptions::default()).expect_err("too many hosts");
+        assert_eq!(error, TurmoilError::TooManyHosts { hosts, limit: TURMOIL_HOSTS_LIMIT });
+    }
+
+    #[test]
+    fn the_broker_shell_admits_every_client_of_the_scenario_twice() {
+        let mut scenario = catalog::get("smoke").expect("smoke is in the catalogue");
+        let base = BrokerShellConfig::default();
+        assert_eq!(broker_shell_for(&scenario, &base).tcp_connections_limit, base.tcp_connections_limit);
+        scenario.fleets[0].count = 20_000;
+        assert_eq!(broker_shell_for(&scenario, &base).tcp_connections_limit, 2 * 20_001);
+        assert!(tcp_capacity(&scenario) > 20_001, "every client's SYN fits the backlog");
+    }
+
+    #[test]
+    fn the_trace_hash_is_fnv1a_over_little_endian_words() {
+        let mut hash = TraceHash::new();
+        assert_eq!(hash.0, 0xcbf2_9ce4_8422_2325);
+        hash.word(0);
+        // FNV-1a 64 of eight zero bytes, computed byte by byte.
+        let mut expected: u64 = 0xcbf2_9ce4_8422_2325;
+        for _ in 0..8 {
+            expected = expected.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        assert_eq!(hash.0, expected);
+        let mut one = TraceHash::new();
+        one.word(1);
+        let mut other = TraceHash::new();
+        other.word(1 << 8);
+        assert_ne!(one.0, other.0, "byte order matters");
+        assert_ne!(hash.0, one.0);
+    }
+
+    #[test]
+    fn member_seeds_differ_per_stream_and_index() {
+        let seeds = [
+            member_seed(1, DEVICE_STREAM, 0),
+            member_seed(1, DEVICE_STREAM, 1),
+            member_seed(1, SUBSCRIBER_STREAM, 0),
+            member_seed(2, DEVICE_STREAM, 0),
+        ];
+        for (position, seed) in seeds.iter().enumerate() {
+            assert!(!seeds[position + 1..].contains(seed), "{seeds:x?}");
+        }
+        assert_eq!(member_seed(1, DEVICE_STREAM, 1), seeds[1], "pure function");
+    }
 }
