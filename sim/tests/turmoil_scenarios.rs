@@ -112,3 +112,93 @@ fn device_partition_on_turmoil_publishes_the_backlog_after_the_heal() {
     assert_eq!(outcome.counters.lost, 0, "{table}");
     assert!(outcome.latency_ms.max >= 60_000.0, "latency from the planned time shows the outage: {table}");
 }
+
+/// A scenario the catalogue does not have: a slow link to the subscriber, then a one-way
+/// partition that swallows everything the devices send while they still hear the broker.
+const LINK_AND_ONE_WAY: &str = r#"
+name = "link-and-one-way"
+description = "Slow subscriber link from 5 s; devices -> broker cut one way from 15 s to 25 s."
+duration_secs = 40
+drain_secs = 30
+
+[network]
+latency_ms = { min = 1, max = 2 }
+
+[[hosts]]
+name = "edge"
+
+[[hosts]]
+name = "cell1"
+
+[[hosts]]
+name = "ops"
+
+[[pods]]
+name = "broker"
+host = "edge"
+kind = "broker"
+
+[[fleets]]
+name = "sensors"
+host = "cell1"
+broker = "broker"
+count = 20
+client_id = "dev-{index}"
+topic = "plant/cell1/{client_id}/telemetry"
+qos = 1
+publish_interval_ms = 1000
+payload_bytes = 64
+clean_start = false
+session_expiry_secs = 3600
+keep_alive_secs = 5
+
+[[subscribers]]
+name = "historian"
+host = "ops"
+broker = "broker"
+client_id = "historian"
+filters = ["plant/#"]
+qos = 1
+clean_start = false
+session_expiry_secs = 3600
+keep_alive_secs = 5
+
+[[faults]]
+at_secs = 5
+action = "link"
+hosts = ["edge", "ops"]
+latency_ms = { min = 40, max = 60 }
+
+[[faults]]
+at_secs = 15
+action = "partition_oneway"
+from = "cell1"
+to = "edge"
+
+[[faults]]
+at_secs = 25
+action = "heal"
+
+[expect]
+lost_max = 0
+unexpected_max = 0
+ordered = true
+drain_complete_within_secs = 30
+"#;
+
+#[test]
+fn a_slow_link_and_a_one_way_partition_on_turmoil_lose_nothing() {
+    let scenario = Scenario::from_toml_str(LINK_AND_ONE_WAY, "link-and-one-way.toml").expect("valid scenario");
+    let TurmoilRun { outcome, stats } = run(&scenario, 11);
+    let table = describe(&outcome);
+    println!("{table}\n{stats:?}");
+    assert_eq!(outcome.verdict, Verdict::Pass, "{table}");
+    assert_eq!(outcome.counters.published, 20 * 40, "{table}");
+    assert_eq!(outcome.counters.lost, 0, "{table}");
+    // Every delivery after the link fault crosses the 40..60 ms link.
+    assert!(outcome.latency_ms.p50 >= 40.0, "{table}");
+    // The devices' keep-alive noticed the one-way cut: they reconnected after the heal.
+    assert!(stats.clients_connected > 21, "{stats:?}");
+    // What the devices sent into the cut waited for the heal.
+    assert!(outcome.latency_ms.max >= 5_000.0, "{table}");
+}
