@@ -35,7 +35,9 @@ pub struct ClientConfig {
     pub session_expiry_interval_secs: u32,
     /// 0 turns keep-alive off. A Server Keep Alive in CONNACK (v5) replaces it.
     pub keep_alive_secs: u16,
-    /// The inbound window we advertise (v5): QoS 2 messages received but not yet released.
+    /// The inbound window we advertise (v5): QoS 2 messages received but not yet released. A
+    /// server exceeding it is a protocol error; in v3.1.1, which cannot advertise it, it still
+    /// bounds the unreleased messages we remember.
     pub receive_maximum: u16,
     /// Our outbound QoS>0 window; the effective window is the minimum of this and the server's
     /// Receive Maximum from CONNACK.
@@ -54,6 +56,10 @@ pub struct ClientConfig {
     pub max_packet_size_bytes: u32,
     /// Topic aliases we accept from the server (v5 Topic Alias Maximum); 0 refuses them all.
     pub topic_alias_maximum: u16,
+    /// When true, inbound QoS 1/2 messages are acknowledged (PUBACK / PUBREC) only when the
+    /// application calls `Client::ack`, e.g. once a dataflow's destination accepted the message,
+    /// so the server keeps it until then. When false they are acknowledged on delivery.
+    pub manual_acks: bool,
     #[serde(with = "will_serde")]
     pub will: Option<Will>,
     pub username: Option<String>,
@@ -77,6 +83,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(10),
             max_packet_size_bytes: 1024 * 1024,
             topic_alias_maximum: 0,
+            manual_acks: false,
             will: None,
             username: None,
             password: None,

@@ -14,6 +14,34 @@
 //! transport being closed. Bytes left unpolled when a new transport connects are discarded.
 //! `handle_transport_connected`, `handle_bytes` and `handle_transport_lost` must concern the
 //! transport opened for the latest `OpenTransport`: a driver drops reports from older ones.
+//! The client does not bound its output queues: they grow only with the inputs since the last
+//! poll (one event per inbound message or completed publish), so a driver that polls after every
+//! input keeps them at a few entries.
+//!
+//! ```
+//! use edgeproof_system::Time;
+//! use edgeproof_system::client::{Client, ClientConfig, ClientEvent, OutgoingPublish};
+//! use edgeproof_system::mqtt::QoS;
+//!
+//! let mut client = Client::new(ClientConfig { client_id: "device-1".into(), ..ClientConfig::default() }, 42);
+//! let token = client.publish(Time::ZERO, OutgoingPublish::new("site/1/temp", "21.5", QoS::AtLeastOnce))?;
+//! client.connect(Time::ZERO);
+//! assert_eq!(client.poll_event(), Some(ClientEvent::OpenTransport));
+//! // ... the driver opens a connection, then:
+//! client.handle_transport_connected(Time::from_millis(3));
+//! let connect_bytes = client.poll_transmit().expect("CONNECT"); // write these to the socket
+//! assert_eq!(connect_bytes[0] >> 4, 1);
+//! // Bytes read from the socket go to `handle_bytes`; the CONNACK brings `Connected`, then the
+//! // queued publish goes out and `PublishAcked { token, .. }` follows its PUBACK.
+//! client.handle_bytes(Time::from_millis(5), &[0x20, 0x03, 0x00, 0x00, 0x00]); // v5 CONNACK
+//! assert_eq!(client.poll_event(), Some(ClientEvent::Connected { session_present: false }));
+//! assert!(client.poll_transmit().is_some()); // the PUBLISH
+//! client.handle_bytes(Time::from_millis(7), &[0x40, 0x02, 0x00, 0x01]); // PUBACK for id 1
+//! assert!(matches!(client.poll_event(), Some(ClientEvent::PublishAcked { token: acked, .. }) if acked == token));
+//! // Timers: call `handle_timeout` when `poll_timeout` says (keep-alive, backoff, timeouts).
+//! assert!(client.poll_timeout().is_some());
+//! # Ok::<(), edgeproof_system::client::PublishError>(())
+//! ```
 //!
 //! # Delivery guarantees
 //! - Publishes are accepted into a bounded pending queue (`pending_publishes_limit`) in every
@@ -33,9 +61,14 @@
 //!   `PublishFailed`, or is still pending or inflight.
 //! - Inbound QoS 2 messages are delivered on their first PUBLISH and never again for the same
 //!   packet id until the server releases it with PUBREL.
+//! - With `ClientConfig::manual_acks`, inbound QoS 1/2 messages are acknowledged only when the
+//!   application calls [`Client::ack`] (a dataflow acks a source message once its destination
+//!   accepted it), so the server keeps them meanwhile; retransmissions of a message the
+//!   application still holds are not delivered again, and unacknowledged QoS 1 messages count
+//!   against the advertised Receive Maximum.
 //!
 //! # Memory
-//! Up to a million clients live at once in the simulator, so a `Client` is small (472 bytes on
+//! Up to a million clients live at once in the simulator, so a `Client` is small (480 bytes on
 //! x86-64; the size test bounds it at 512) and idle clients hold no heap memory besides the
 //! shared config ([`Client::with_shared_config`], with [`Client::with_client_id`] per device):
 //! queues and buffers are released when they drain, and rarely used state (subscribe requests,
@@ -43,6 +76,8 @@
 //! rng is rebuilt per draw from the seed and a counter instead of being stored.
 
 mod backoff;
+#[cfg(test)]
+mod broker_tests;
 mod config;
 mod inflight;
 mod stats;
@@ -54,7 +89,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use thiserror::Error;
 
 pub use self::backoff::reconnect_delay;
@@ -131,7 +166,9 @@ pub enum ClientEvent {
     PublishSent {
         token: PublishToken,
     },
-    /// QoS 1 PUBACK / QoS 2 PUBCOMP with success.
+    /// QoS 1 PUBACK / QoS 2 PUBCOMP with success (`reason` is the PUBACK's success code; a
+    /// PUBCOMP always reports `SUCCESS`, including "Packet Identifier not found" for an exchange
+    /// the server completed before a reconnect).
     PublishAcked {
         token: PublishToken,
         reason: ReasonCode,
@@ -198,6 +235,18 @@ pub enum ClientError {
     /// The codec refuses the packet.
     #[error("request cannot be encoded: {0}")]
     Invalid(EncodeError),
+}
+
+/// Why `ack` refused.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum AckError {
+    /// `ClientConfig::manual_acks` is off: messages are acknowledged on delivery.
+    #[error("manual acks are off")]
+    ManualAcksOff,
+    /// No delivered message with this packet id awaits an ack: already acked, or the server lost
+    /// the session (and with it the message) since.
+    #[error("no delivered message with packet id {packet_id} awaits an ack")]
+    NotAwaitingAck { packet_id: PacketId },
 }
 
 /// Where the client is in its connection life cycle.
@@ -297,6 +346,10 @@ struct Occasional {
     inbound_topic_aliases: Vec<String>,
     /// Inbound QoS 2 packet ids delivered and awaiting PUBREL (duplicate suppression).
     inbound_unreleased: FxHashSet<PacketId>,
+    /// Manual acks: delivered QoS 1/2 messages the application has not acknowledged yet.
+    inbound_unacked: FxHashMap<PacketId, UnackedInbound>,
+    /// How many of `inbound_unacked` are QoS 1 (QoS 2 ones are in `inbound_unreleased` too).
+    inbound_unacked_qos1: usize,
 }
 
 impl Occasional {
@@ -304,7 +357,22 @@ impl Occasional {
         self.requests.is_empty()
             && self.inbound_topic_aliases.is_empty()
             && self.inbound_unreleased.is_empty()
+            && self.inbound_unacked.is_empty()
     }
+
+    /// Inbound QoS 1/2 messages the server counts against our Receive Maximum: QoS 1 not yet
+    /// PUBACKed (manual acks) and QoS 2 not yet released.
+    fn inbound_window_used(&self) -> usize {
+        self.inbound_unreleased.len() + self.inbound_unacked_qos1
+    }
+}
+
+/// An inbound QoS 1/2 message delivered and awaiting the application's `ack` (manual acks).
+#[derive(Clone, Copy, Debug)]
+struct UnackedInbound {
+    qos: QoS,
+    /// `ack` was called while disconnected: the reply goes out on the next connection.
+    ack_requested: bool,
 }
 
 /// One MQTT client's protocol state. See the module documentation for how to drive it.
@@ -453,6 +521,9 @@ impl Client {
             // Release the buffer: an idle client holds no memory.
             self.read_buffer = BytesMut::new();
         }
+        // A partial packet is bounded by our Maximum Packet Size, which the codec enforces as
+        // soon as the fixed header is in.
+        assert!(self.read_buffer.len() <= self.config.max_packet_size_bytes as usize + 5);
     }
 
     /// The transport failed or closed under us: schedules a reconnect with backoff.
@@ -486,6 +557,8 @@ impl Client {
             }
             Connection::Connected { ping_sent_at } => self.handle_keep_alive(now, ping_sent_at),
         }
+        // Whatever `now` was, no deadline is left behind: the next one lies in the future.
+        assert!(self.poll_timeout().is_none_or(|deadline| deadline > now), "stale deadline after {now}");
     }
 
     /// Accepts a message for sending. It goes out at once when connected and the window allows,
@@ -579,6 +652,29 @@ impl Client {
         assert!(!self.is_connected());
     }
 
+    /// Acknowledges a delivered QoS 1/2 message (`ClientConfig::manual_acks`): PUBACK for QoS 1,
+    /// PUBREC for QoS 2 (whose PUBREL/PUBCOMP then follow automatically). While disconnected the
+    /// ack waits for the next connection; if that finds no session, the server has lost the
+    /// message and the ack is void.
+    pub fn ack(&mut self, now: Time, packet_id: PacketId) -> Result<(), AckError> {
+        if !self.config.manual_acks {
+            return Err(AckError::ManualAcksOff);
+        }
+        let entry = self
+            .occasional
+            .as_mut()
+            .and_then(|occasional| occasional.inbound_unacked.get_mut(&packet_id))
+            .ok_or(AckError::NotAwaitingAck { packet_id })?;
+        if entry.ack_requested {
+            return Err(AckError::NotAwaitingAck { packet_id });
+        }
+        entry.ack_requested = true;
+        if self.is_connected() {
+            self.send_inbound_ack(now, packet_id);
+        }
+        Ok(())
+    }
+
     /// The bytes to write on the current transport, all at once.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         if self.write_buffer.is_empty() {
@@ -612,6 +708,7 @@ impl Client {
             // Events can be large (a `Message` holds a whole PUBLISH): never keep their buffer.
             self.events = VecDeque::new();
         }
+        assert!(event.is_some() || self.events.capacity() == 0);
         event
     }
 
@@ -881,6 +978,7 @@ impl Client {
         build: impl FnOnce(PacketId) -> Packet,
     ) -> Result<RequestToken, ClientError> {
         if self.requests().count() >= REQUESTS_IN_FLIGHT_LIMIT {
+            self.stats.requests_dropped_limit += 1;
             return Err(ClientError::TooManyRequests { limit: REQUESTS_IN_FLIGHT_LIMIT });
         }
         let packet_id = self.allocate_packet_id();
@@ -987,8 +1085,21 @@ impl Client {
             // The server's half of the exchanges went with its session.
             if let Some(occasional) = &mut self.occasional {
                 occasional.inbound_unreleased = FxHashSet::default();
+                occasional.inbound_unacked = FxHashMap::default();
+                occasional.inbound_unacked_qos1 = 0;
             }
             self.release_occasional_if_empty();
+        }
+        // Acks the application gave while we were disconnected go out now.
+        let acked_offline: Vec<PacketId> = self
+            .occasional
+            .iter()
+            .flat_map(|occasional| occasional.inbound_unacked.iter())
+            .filter(|(_, entry)| entry.ack_requested)
+            .map(|(packet_id, _)| *packet_id)
+            .collect();
+        for packet_id in acked_offline {
+            self.send_inbound_ack(now, packet_id);
         }
         // Requests are idempotent: re-send any the previous connection left unacked.
         for request in self.occasional.iter().flat_map(|occasional| occasional.requests.iter()) {
@@ -1056,27 +1167,53 @@ impl Client {
         }
         match (publish.qos, publish.packet_id) {
             (QoS::AtMostOnce, _) => self.deliver(publish),
-            (QoS::AtLeastOnce, Some(packet_id)) => {
+            (QoS::AtLeastOnce, Some(packet_id)) if !self.config.manual_acks => {
                 self.deliver(publish);
                 self.send_reply(now, &Packet::PubAck(PubReply::success(packet_id)));
             }
-            (QoS::ExactlyOnce, Some(packet_id)) => {
+            (QoS::AtLeastOnce | QoS::ExactlyOnce, Some(packet_id)) => {
                 let receive_maximum = usize::from(self.config.receive_maximum);
-                let unreleased = &mut self.occasional.get_or_insert_default().inbound_unreleased;
-                if unreleased.contains(&packet_id) {
-                    // A retransmission before PUBREL: acknowledge again, deliver never twice.
+                let manual_acks = self.config.manual_acks;
+                let occasional = self.occasional.get_or_insert_default();
+                if let Some(entry) = occasional.inbound_unacked.get(&packet_id).copied() {
+                    // The server cannot reuse an id we have not acknowledged: a retransmission of
+                    // a message the application still holds. Deliver never twice; reply only if
+                    // the application acked it while we were disconnected.
                     self.stats.duplicates_suppressed += 1;
-                } else {
-                    if unreleased.len() >= receive_maximum {
-                        // The server exceeded the Receive Maximum we advertised (spec 3.3.4).
-                        self.release_occasional_if_empty();
-                        self.protocol_error(now, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
-                        return;
+                    if entry.ack_requested {
+                        self.send_inbound_ack(now, packet_id);
                     }
-                    unreleased.insert(packet_id);
-                    self.deliver(publish);
+                    return;
                 }
-                self.send_reply(now, &Packet::PubRec(PubReply::success(packet_id)));
+                if occasional.inbound_unreleased.contains(&packet_id) {
+                    // A QoS 2 retransmission before PUBREL: acknowledge again, deliver never twice.
+                    self.stats.duplicates_suppressed += 1;
+                    self.send_reply(now, &Packet::PubRec(PubReply::success(packet_id)));
+                    return;
+                }
+                if occasional.inbound_window_used() >= receive_maximum {
+                    // The server exceeded the Receive Maximum we advertised (spec 3.3.4).
+                    self.release_occasional_if_empty();
+                    self.protocol_error(now, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
+                    return;
+                }
+                let qos = publish.qos;
+                if qos == QoS::ExactlyOnce {
+                    occasional.inbound_unreleased.insert(packet_id);
+                }
+                if manual_acks {
+                    occasional
+                        .inbound_unacked
+                        .insert(packet_id, UnackedInbound { qos, ack_requested: false });
+                    if qos == QoS::AtLeastOnce {
+                        occasional.inbound_unacked_qos1 += 1;
+                    }
+                }
+                self.deliver(publish);
+                if !manual_acks {
+                    assert_eq!(qos, QoS::ExactlyOnce);
+                    self.send_reply(now, &Packet::PubRec(PubReply::success(packet_id)));
+                }
             }
             // The codec guarantees an id for QoS > 0; treat a violation as the server's error.
             (_, None) => self.protocol_error(now, ReasonCode::MALFORMED_PACKET),
@@ -1109,6 +1246,26 @@ impl Client {
         publish.properties.topic_alias = None;
         assert!(!publish.topic.is_empty());
         Ok(())
+    }
+
+    /// Sends the application's ack for `packet_id` and forgets the entry (connected only).
+    fn send_inbound_ack(&mut self, now: Time, packet_id: PacketId) {
+        assert!(self.is_connected());
+        let occasional = self.occasional.as_mut().expect("an unacked message exists");
+        let entry = occasional.inbound_unacked.remove(&packet_id).expect("the message awaits an ack");
+        assert!(entry.ack_requested);
+        if entry.qos == QoS::AtLeastOnce {
+            occasional.inbound_unacked_qos1 -= 1;
+        }
+        if occasional.inbound_unacked.is_empty() {
+            assert_eq!(occasional.inbound_unacked_qos1, 0);
+            occasional.inbound_unacked = FxHashMap::default();
+        }
+        let reply = PubReply::success(packet_id);
+        let packet =
+            if entry.qos == QoS::AtLeastOnce { Packet::PubAck(reply) } else { Packet::PubRec(reply) };
+        self.send_reply(now, &packet);
+        self.release_occasional_if_empty();
     }
 
     fn deliver(&mut self, publish: Publish) {
@@ -1173,7 +1330,11 @@ impl Client {
             return;
         }
         let entry = self.inflight.remove(reply.packet_id).expect("entry checked above");
-        self.complete_publish(entry.token, reply.reason_code);
+        // PUBCOMP can only say Success or Packet Identifier not found (spec 3.7.2.1), and the
+        // latter "is not an error during recovery": our PUBREL was re-sent after a reconnect for
+        // an exchange the server had already completed. Either way the server took ownership
+        // with its PUBREC, so the publish is acknowledged.
+        self.complete_publish(entry.token, ReasonCode::SUCCESS);
     }
 
     /// Reports the outcome of a QoS 1/2 publish and refills the window.

@@ -900,6 +900,11 @@ fn request_limit_is_enforced() {
         harness.client.unsubscribe(harness.now, vec!["a".into()]),
         Err(ClientError::TooManyRequests { limit: REQUESTS_IN_FLIGHT_LIMIT })
     );
+    assert_eq!(harness.client.stats().requests_dropped_limit, 1);
+    // Requests made before connecting all go out, in order, once connected.
+    let sent = harness.establish(false);
+    assert_eq!(sent.len(), REQUESTS_IN_FLIGHT_LIMIT);
+    assert!(sent.iter().all(|packet| matches!(packet, Packet::Unsubscribe(_))));
 }
 
 #[test]
@@ -1366,11 +1371,19 @@ fn inbound_packet_above_our_maximum_is_refused_with_packet_too_large() {
 /// reason codes from small pools so that they collide with the client's state.
 #[derive(Clone, Debug)]
 enum Chaos {
-    Publish { qos: QoS },
+    Publish {
+        qos: QoS,
+    },
     Subscribe,
     TransportLost,
-    Advance { millis: u64 },
-    Server(Packet),
+    Advance {
+        millis: u64,
+    },
+    Server(Box<Packet>),
+    /// The application acks an inbound message (manual acks; refusals are fine).
+    Ack {
+        packet_id: u16,
+    },
 }
 
 fn chaos_packet() -> impl Strategy<Value = Packet> {
@@ -1463,7 +1476,8 @@ fn chaos_strategy() -> impl Strategy<Value = Chaos> {
         1 => Just(Chaos::Subscribe),
         1 => Just(Chaos::TransportLost),
         2 => (0u64..30_000).prop_map(|millis| Chaos::Advance { millis }),
-        8 => chaos_packet().prop_map(Chaos::Server),
+        8 => chaos_packet().prop_map(|packet| Chaos::Server(Box::new(packet))),
+        1 => (1u16..6).prop_map(|packet_id| Chaos::Ack { packet_id }),
     ]
 }
 
@@ -1477,11 +1491,13 @@ proptest! {
         steps in proptest::collection::vec(chaos_strategy(), 1..60),
         protocol in prop_oneof![Just(ProtocolVersion::V311), Just(ProtocolVersion::V5)],
         topic_alias_maximum in 0u16..3,
+        manual_acks in any::<bool>(),
     ) {
         let mut harness = Harness::new(ClientConfig {
             inflight_limit: 3,
             pending_publishes_limit: 4,
             topic_alias_maximum,
+            manual_acks,
             ..config(protocol)
         });
         let mut accepted = BTreeSet::new();
@@ -1503,6 +1519,9 @@ proptest! {
                     let _ = harness.client.subscribe(now, vec![subscription]);
                 }
                 Chaos::TransportLost => harness.client.handle_transport_lost(now),
+                Chaos::Ack { packet_id } => {
+                    let _ = harness.client.ack(now, id(packet_id));
+                }
                 Chaos::Advance { millis } => harness.advance(Duration::from_millis(millis)),
                 Chaos::Server(packet) => {
                     let mut bytes = BytesMut::new();
@@ -1549,4 +1568,112 @@ proptest! {
             prop_assert_eq!(accounted.len(), completed.len() + client.pending_len() + client.inflight_len());
         }
     }
+}
+
+#[test]
+fn disconnect_in_every_state_stops_cleanly_and_connect_resumes() {
+    let mut harness = Harness::new(config(ProtocolVersion::V5));
+    // Opening: the attempt is abandoned.
+    harness.client.connect(harness.now);
+    assert_eq!(harness.events(), vec![ClientEvent::OpenTransport]);
+    harness.client.disconnect(harness.now);
+    assert_eq!(harness.events(), vec![ClientEvent::CloseTransport]);
+    assert_eq!(harness.client.poll_timeout(), None);
+    // Awaiting CONNACK: the transport is closed, no DISCONNECT before CONNACK.
+    harness.client.connect(harness.now);
+    harness.open_transport();
+    harness.client.disconnect(harness.now);
+    assert_eq!(harness.events(), vec![ClientEvent::CloseTransport]);
+    assert!(harness.sent().is_empty());
+    // A late CONNACK on the closed transport changes nothing.
+    harness.receive(connack(false));
+    assert!(!harness.client.is_connected());
+    // Backoff: the pending reconnect is cancelled.
+    harness.client.connect(harness.now);
+    harness.open_transport();
+    harness.client.handle_transport_lost(harness.now);
+    assert!(harness.client.poll_timeout().is_some());
+    harness.client.disconnect(harness.now);
+    assert!(harness.events().is_empty());
+    assert_eq!(harness.client.poll_timeout(), None);
+    // Publishes accepted while stopped go out once `connect` is called again.
+    let token =
+        harness.client.publish(harness.now, OutgoingPublish::new("t", &b"x"[..], QoS::AtLeastOnce)).unwrap();
+    let sent = harness.establish(false);
+    assert_eq!(publish_ids(&sent).len(), 1);
+    harness.receive(Packet::PubAck(PubReply::success(id(publish_ids(&sent)[0].0))));
+    assert_eq!(harness.events(), vec![ClientEvent::PublishAcked { token, reason: ReasonCode::SUCCESS }]);
+    assert_eq!(harness.client.stats().connect_attempts, 4);
+}
+
+#[test]
+fn manual_acks_hold_puback_and_pubrec_until_the_application_acks() {
+    let mut harness =
+        Harness::new(ClientConfig { manual_acks: true, receive_maximum: 3, ..config(ProtocolVersion::V5) });
+    harness.establish(false);
+    let qos1 = inbound_publish(QoS::AtLeastOnce, Some(1), "in", b"1");
+    let qos2 = inbound_publish(QoS::ExactlyOnce, Some(2), "in", b"2");
+    harness.receive(Packet::Publish(qos1.clone()));
+    harness.receive(Packet::Publish(qos2.clone()));
+    assert_eq!(
+        harness.events(),
+        vec![ClientEvent::Message(qos1.clone()), ClientEvent::Message(qos2.clone())]
+    );
+    assert!(harness.sent().is_empty(), "nothing is acknowledged before the application says so");
+    // Retransmissions of messages the application holds are neither delivered nor answered.
+    harness.receive(Packet::Publish(Publish { dup: true, ..qos1.clone() }));
+    harness.receive(Packet::Publish(Publish { dup: true, ..qos2.clone() }));
+    assert!(harness.events().is_empty());
+    assert!(harness.sent().is_empty());
+    assert_eq!(harness.client.stats().duplicates_suppressed, 2);
+    // The application acks: PUBACK and PUBREC go out; acking twice is refused.
+    harness.client.ack(harness.now, id(1)).unwrap();
+    harness.client.ack(harness.now, id(2)).unwrap();
+    assert_eq!(
+        harness.sent(),
+        vec![Packet::PubAck(PubReply::success(id(1))), Packet::PubRec(PubReply::success(id(2)))]
+    );
+    assert_eq!(harness.client.ack(harness.now, id(1)), Err(AckError::NotAwaitingAck { packet_id: id(1) }));
+    harness.receive(Packet::PubRel(PubReply::success(id(2))));
+    assert_eq!(harness.sent(), vec![Packet::PubComp(PubReply::success(id(2)))]);
+    assert!(harness.client.occasional.is_none(), "nothing left to remember");
+    // Unacked QoS 1 messages count against the advertised Receive Maximum of 3.
+    for packet_id in [4, 5, 6] {
+        harness.receive(Packet::Publish(inbound_publish(QoS::AtLeastOnce, Some(packet_id), "in", b"x")));
+    }
+    assert!(harness.client.is_connected());
+    harness.receive(Packet::Publish(inbound_publish(QoS::AtLeastOnce, Some(7), "in", b"x")));
+    assert_eq!(
+        harness.sent(),
+        vec![Packet::Disconnect(Disconnect::with_reason(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED))]
+    );
+}
+
+#[test]
+fn manual_acks_survive_reconnects_and_die_with_the_session() {
+    let mut harness = Harness::new(ClientConfig { manual_acks: true, ..config(ProtocolVersion::V311) });
+    assert_eq!(
+        Harness::new(config(ProtocolVersion::V5)).client.ack(Time::ZERO, id(1)),
+        Err(AckError::ManualAcksOff)
+    );
+    harness.client = Client::new(
+        ClientConfig { manual_acks: true, clean_start: false, ..config(ProtocolVersion::V311) },
+        1,
+    );
+    harness.establish(false);
+    let message = inbound_publish(QoS::AtLeastOnce, Some(9), "in", b"9");
+    harness.receive(Packet::Publish(message.clone()));
+    harness.events();
+    // The application acks while the connection is down: the PUBACK goes out after CONNACK.
+    harness.client.handle_transport_lost(harness.now);
+    harness.client.ack(harness.now, id(9)).unwrap();
+    assert!(harness.sent().is_empty());
+    assert_eq!(harness.establish(true), vec![Packet::PubAck(PubReply::success(id(9)))]);
+    // A message the session lost cannot be acked any more.
+    harness.receive(Packet::Publish(inbound_publish(QoS::AtLeastOnce, Some(10), "in", b"10")));
+    harness.events();
+    harness.client.handle_transport_lost(harness.now);
+    harness.events();
+    assert!(harness.establish(false).is_empty());
+    assert_eq!(harness.client.ack(harness.now, id(10)), Err(AckError::NotAwaitingAck { packet_id: id(10) }));
 }
