@@ -188,7 +188,8 @@ drain_complete_within_secs = 30
 
 #[test]
 fn a_slow_link_and_a_one_way_partition_on_turmoil_lose_nothing() {
-    let scenario = Scenario::from_toml_str(LINK_AND_ONE_WAY, "link-and-one-way.toml").expect("valid scenario");
+    let scenario =
+        Scenario::from_toml_str(LINK_AND_ONE_WAY, "link-and-one-way.toml").expect("valid scenario");
     let TurmoilRun { outcome, stats } = run(&scenario, 11);
     let table = describe(&outcome);
     println!("{table}\n{stats:?}");
