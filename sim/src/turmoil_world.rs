@@ -20,6 +20,14 @@
 //! - A crash is `Sim::crash` of the pod's host: its runtime, sockets and in-memory broker are
 //!   dropped; a restart is `Sim::bounce`, which starts the broker shell afresh.
 //!
+//! # Determinism, and its one process-wide input
+//! A seed replays bit for bit in a fresh process (how a failing seed is replayed). Within one
+//! process, a run with a crash may differ from an earlier run of the same seed: dropping a
+//! crashed host's tokio runtime shuts its spawned tasks down shard by shard, and tokio picks a
+//! task's shard from its id, a process-wide counter. The shell's connection tasks therefore
+//! close their sockets in an order that depends on how many tasks the process spawned before.
+//! Runs without crashes do not depend on it.
+//!
 //! # Phases
 //! As on the fast engine: publishing runs for `duration_secs`; at its end every partition heals
 //! and every crashed pod restarts; the drain runs for `drain_secs`; publishes still awaiting their

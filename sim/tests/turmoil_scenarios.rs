@@ -75,6 +75,46 @@ fn the_same_seed_gives_the_same_trace_and_another_seed_another() {
     assert_ne!(first.trace_hash, other.trace_hash, "seeds 7 and 8 gave the same trace");
 }
 
+/// Set in the child processes of [`a_crash_and_restart_replays_bit_for_bit_in_a_fresh_process`].
+const REPLAY_CHILD_ENV: &str = "EDGEPROOF_TURMOIL_REPLAY_CHILD";
+
+#[test]
+fn a_crash_and_restart_replays_bit_for_bit_in_a_fresh_process() {
+    // Crash and bounce drop and rebuild a host's runtime and sockets mid-run. The order in which
+    // tokio shuts a dropped runtime's tasks down depends on process-wide task ids (see the
+    // `turmoil_world` module docs), so a replay is compared the way a failing seed is replayed:
+    // in a fresh process. The test runs itself twice as a child and compares what they print.
+    let scenario = scaled("broker-crash", 20);
+    if std::env::var_os(REPLAY_CHILD_ENV).is_some() {
+        let outcome = run(&scenario, 21).outcome;
+        assert!(outcome.counters.lost > 0, "{}", describe(&outcome));
+        println!("REPLAY trace_hash={} counters={:?}", outcome.trace_hash, outcome.counters);
+        return;
+    }
+    let replay = || {
+        let output = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+            .args(["--exact", "a_crash_and_restart_replays_bit_for_bit_in_a_fresh_process", "--nocapture"])
+            .env(REPLAY_CHILD_ENV, "1")
+            .output()
+            .expect("the test binary runs");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "child failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+            .lines()
+            .find(|line| line.starts_with("REPLAY "))
+            .expect("the child reports its run")
+            .to_string()
+    };
+    let first = replay();
+    let again = replay();
+    assert!(first.contains("trace_hash="), "{first}");
+    assert_eq!(first, again, "broker-crash seed 21 replays differently in a fresh process");
+}
+
 #[test]
 fn broker_crash_on_turmoil_loses_acknowledged_messages() {
     let scenario = scaled("broker-crash", 200);
