@@ -606,7 +606,9 @@ impl Driver<'_> {
 /// its outcome with the engine's counters.
 ///
 /// The wall-clock time of the run is measured here, around the run, only to report engine speed
-/// in the outcome; it never feeds back into the simulation.
+/// in the outcome; it never feeds back into the simulation. In a binary that links mad-turmoil,
+/// libc's clock reads zero outside a simulated runtime, so `wall_seconds` is 0 there; measure
+/// around the call from the kernel instead (`sim/examples/turmoil_speed.rs` reads /proc/uptime).
 pub fn run_turmoil(
     scenario: &Scenario,
     seed: u64,
