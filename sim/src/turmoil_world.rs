@@ -159,15 +159,17 @@ pub struct TurmoilStats {
     pub clients_disconnected: u64,
     /// Connects the broker refused.
     pub connects_refused: u64,
-    /// Connection attempts that failed or were abandoned before a CONNACK (the client shell
-    /// asked for a new transport while the previous one never reached `Connected`).
+    /// Transports the client cores asked for (first connects and every reconnect attempt);
+    /// more than `clients_connected` means attempts that failed before a CONNACK.
     pub transports_opened: u64,
 }
 
 /// A run's outcome with the engine's own counters.
 #[derive(Clone, Debug)]
 pub struct TurmoilRun {
+    /// What the checkers found, with `engine = "turmoil"`.
     pub outcome: Outcome,
+    /// The engine's own counters.
     pub stats: TurmoilStats,
 }
 
