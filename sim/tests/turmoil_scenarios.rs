@@ -243,3 +243,20 @@ fn a_slow_link_and_a_one_way_partition_on_turmoil_lose_nothing() {
     // What the devices sent into the cut waited for the heal.
     assert!(outcome.latency_ms.max >= 5_000.0, "{table}");
 }
+
+#[test]
+fn exactly_once_on_turmoil_delivers_each_message_once() {
+    let mut scenario = scaled("smoke", 50);
+    scenario.duration_secs = 20;
+    for fleet in &mut scenario.fleets {
+        fleet.qos = edgeproof_system::mqtt::QoS::ExactlyOnce;
+    }
+    scenario.subscribers[0].qos = edgeproof_system::mqtt::QoS::ExactlyOnce;
+    let outcome = run(&scenario, 13).outcome;
+    let table = describe(&outcome);
+    assert_eq!(outcome.verdict, Verdict::Pass, "{table}");
+    assert_eq!(outcome.counters.published, 50 * 20, "{table}");
+    assert_eq!(outcome.counters.acked, 50 * 20, "PUBCOMP for every publish: {table}");
+    assert_eq!(outcome.counters.deliveries, 50 * 20, "{table}");
+    assert_eq!(outcome.counters.duplicated, 0, "{table}");
+}
