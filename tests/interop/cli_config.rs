@@ -1,6 +1,6 @@
 //! The command line: `edgeproof broker --config` turns a bad config file into a clear error
-//! naming the file and line, with exit code 2; bad flags are clap errors; `edgeproof demo` runs
-//! its round trip and reports it.
+//! naming the file and line, with exit code 2; bad flags are clap errors; `edgeproof roundtrip`
+//! runs its loopback round trip and reports it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -90,7 +90,7 @@ fn unknown_flag_is_a_usage_error() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for subcommand in ["broker", "demo"] {
+    for subcommand in ["broker", "demo", "roundtrip", "run"] {
         let output = edgeproof(&[subcommand, "--help"]);
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(output.status.success(), "{subcommand} --help");
@@ -99,12 +99,12 @@ fn every_subcommand_has_help() {
 }
 
 #[test]
-fn demo_delivers_every_message_once_and_in_order_at_every_qos() {
+fn roundtrip_delivers_every_message_once_and_in_order_at_every_qos() {
     for qos in ["0", "1", "2"] {
-        let output = edgeproof(&["demo", "--messages", "300", "--qos", qos]);
+        let output = edgeproof(&["roundtrip", "--messages", "300", "--qos", qos]);
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "demo at QoS {qos} failed:\n{stdout}\n{stderr}");
+        assert!(output.status.success(), "roundtrip at QoS {qos} failed:\n{stdout}\n{stderr}");
         assert!(stdout.contains(&format!("QoS {qos}")), "{stdout}");
         assert!(stdout.contains("300 published, 300 delivered once and in order"), "{stdout}");
         assert!(stdout.contains("end-to-end latency") && stdout.contains("msg/s"), "{stdout}");
