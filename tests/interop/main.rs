@@ -6,6 +6,7 @@
 //! with a tokio timeout, so the tests run in parallel and a hang fails instead of stalling CI.
 
 mod cli_config;
+mod cli_run;
 mod client_shell;
 mod mosquitto_clients;
 mod rumqttc_clients;
