@@ -1,6 +1,7 @@
 //! The Eclipse Mosquitto command-line clients (`mosquitto_pub`, `mosquitto_sub`, Debian package
 //! mosquitto-clients) against our broker: MQTT 3.1.1 and 5 at QoS 0/1/2, a retained message,
-//! and persistent session resume with a fixed client id.
+//! persistent session resume with a fixed client id, and the will on abrupt loss (not on a clean
+//! DISCONNECT).
 //!
 //! These tests fail (never skip) when the tools are missing: `.ci/run` installs them.
 
@@ -281,6 +282,116 @@ async fn mosquitto_v311_persistent_session_resumes_with_queued_messages() {
 #[tokio::test]
 async fn mosquitto_v5_persistent_session_resumes_with_queued_messages() {
     persistent_session_resumes("mqttv5").await;
+}
+
+/// Starts `mosquitto_pub -l` (publish stdin lines) with a will, waits until its CONNACK, and
+/// returns it with stdin held open so it stays connected.
+async fn connected_publisher_with_will(
+    port: &str,
+    version: &str,
+    will_topic: &str,
+    will_payload: &str,
+) -> Child {
+    let args = [
+        "-oL",
+        "mosquitto_pub",
+        "-d",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        port,
+        "-V",
+        version,
+        "-t",
+        "mosquitto/will/data",
+        "-l",
+        "--will-topic",
+        will_topic,
+        "--will-payload",
+        will_payload,
+        "--will-qos",
+        "1",
+    ];
+    let mut child = match Command::new("stdbuf")
+        .args(args)
+        .kill_on_drop(true)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(error) => panic!("cannot run stdbuf mosquitto_pub (install mosquitto-clients): {error}"),
+    };
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    within("mosquitto_pub to receive its CONNACK", async {
+        loop {
+            let line = lines.next_line().await.expect("read stdout");
+            let line = line.unwrap_or_else(|| panic!("mosquitto_pub {args:?} exited before its CONNACK"));
+            if line.contains("received CONNACK") {
+                break;
+            }
+        }
+    })
+    .await;
+    child
+}
+
+async fn will_follows_abrupt_loss_only(version: &str) {
+    let broker = start_broker().await;
+    let port = broker.local_addr().port().to_string();
+    let will_topic = format!("mosquitto/will/{version}");
+    // Two messages will reach the subscriber: the will of the killed publisher, then a sentinel
+    // published after the cleanly closed publisher is gone. A will wrongly sent on the clean
+    // DISCONNECT would arrive before the sentinel and break the expected list.
+    let subscriber = Subscriber::start(&[
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-V",
+        version,
+        "-q",
+        "1",
+        "-t",
+        &will_topic,
+        "-C",
+        "2",
+        "-W",
+        "10",
+    ])
+    .await;
+
+    let mut killed = connected_publisher_with_will(&port, version, &will_topic, "killed").await;
+    // SIGKILL: the TCP connection drops without a DISCONNECT, an abnormal loss.
+    killed.start_kill().expect("kill mosquitto_pub");
+    within("the killed mosquitto_pub to exit", killed.wait()).await.expect("wait");
+
+    let mut clean = connected_publisher_with_will(&port, version, &will_topic, "clean").await;
+    // Closing stdin ends `-l`: mosquitto_pub sends DISCONNECT and exits.
+    drop(clean.stdin.take());
+    let status = within("the clean mosquitto_pub to exit", clean.wait()).await.expect("wait");
+    assert!(status.success(), "mosquitto_pub -l exits cleanly on end of input ({status})");
+
+    run(
+        "mosquitto_pub",
+        &["-h", "127.0.0.1", "-p", &port, "-V", version, "-q", "1", "-t", &will_topic, "-m", "sentinel"],
+    )
+    .await;
+    let messages = subscriber.messages().await;
+    assert_eq!(messages, vec![format!("{will_topic}|1|0|killed"), format!("{will_topic}|1|0|sentinel")]);
+    broker.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn mosquitto_v311_will_is_published_on_abrupt_loss_and_not_on_disconnect() {
+    will_follows_abrupt_loss_only("mqttv311").await;
+}
+
+#[tokio::test]
+async fn mosquitto_v5_will_is_published_on_abrupt_loss_and_not_on_disconnect() {
+    will_follows_abrupt_loss_only("mqttv5").await;
 }
 
 #[tokio::test]
