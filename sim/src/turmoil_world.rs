@@ -52,7 +52,7 @@ use tokio::sync::mpsc;
 
 use crate::TurmoilNet;
 use crate::agents::{
-    DeviceAgent, DeviceRecord, DuePublish, SubscriberAgent, SubscriberRecord, declare_drops,
+    DeviceAgent, DeviceRecord, DropTally, DuePublish, SubscriberAgent, SubscriberRecord, declare_drops,
 };
 use crate::agents::{device_config, subscriber_config};
 
@@ -219,6 +219,8 @@ struct Books {
     subscribers: Vec<SubscriberAgent>,
     stats: TurmoilStats,
     payload_buffer: BytesMut,
+    /// Publishes the device cores refused, by drop reason (declared at the end).
+    drops: DropTally,
 }
 
 type Shared = Rc<RefCell<Books>>;
@@ -285,12 +287,12 @@ impl Books {
         let publisher_id = agent.publisher_id();
         let record = match result {
             Ok(token) => agent.publish_accepted(due, token, now, &mut self.ledger),
-            Err(ClientShellError::Publish(error)) => agent.publish_refused(due, &error),
+            Err(ClientShellError::Publish(error)) => agent.publish_refused(due, &error, &mut self.drops),
             Err(other) => panic!("device {publisher_id}: its client shell failed: {other}"),
         };
         match record {
             DeviceRecord::Invoked { seq } => self.record(now, kind::INVOKED, publisher_id, seq),
-            DeviceRecord::RefusedQueueFull => self.record(now, kind::REFUSED, publisher_id, due.seq),
+            DeviceRecord::Refused { .. } => self.record(now, kind::REFUSED, publisher_id, due.seq),
             other => unreachable!("a publish attempt is invoked or refused: {other:?}"),
         }
     }
@@ -653,6 +655,7 @@ pub fn run_turmoil(
         subscribers,
         stats: TurmoilStats::default(),
         payload_buffer: BytesMut::new(),
+        drops: DropTally::new(),
     }));
 
     let end = scenario.end();
@@ -727,11 +730,10 @@ pub fn run_turmoil(
 
     let mut guard = books.borrow_mut();
     let books = &mut *guard;
-    let mut device_queue_full = 0;
     for device in &mut books.devices {
-        device_queue_full += device.finish(end, &mut books.ledger);
+        device.finish(end, &mut books.ledger);
     }
-    declare_drops(&mut books.ledger, device_queue_full);
+    declare_drops(&mut books.ledger, &books.drops);
     let wall_seconds = started.elapsed().as_secs_f64();
     let run = RunInfo {
         seed,
