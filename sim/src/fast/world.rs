@@ -25,6 +25,7 @@
 //! the drain runs for `drain_secs`. Publishes still unacknowledged at the end are recorded as
 //! indeterminate.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -39,8 +40,8 @@ use edgeproof_system::client::{Client, ClientEvent};
 use edgeproof_system::time::Time;
 
 use crate::agents::{
-    DeviceAgent, DeviceRecord, DropTally, SubscriberAgent, SubscriberRecord, declare_drops, device_config,
-    subscriber_config,
+    DeviceAgent, DeviceRecord, DropTally, SubscriberAgent, SubscriberRecord, declare_drops, device_client,
+    fleet_client_config, subscriber_config,
 };
 
 use super::net::{
@@ -256,12 +257,13 @@ impl FastWorld {
         for (fleet_index, fleet) in scenario.fleets.iter().enumerate() {
             let host = host_of(&fleet.host)?;
             let listener = pod_of(&fleet.broker)?;
+            // One config per fleet, shared by all its devices; each core carries only its own id.
+            let fleet_config = Arc::new(fleet_client_config(fleet));
             for device_index in 0..fleet.count {
                 let plan = workload.device(fleet_index, device_index);
                 let agent = DeviceAgent::new(&plan, fleet, &mut ledger);
                 let rng_seed = member_seed(seed, Stream::DeviceClients, plan.publisher_id);
-                // Each device owns its config (the fleet's settings plus its id).
-                let core = Client::new(device_config(fleet, &plan.client_id), rng_seed);
+                let core = device_client(&fleet_config, plan.client_id, rng_seed);
                 clients.push(SimClient {
                     core,
                     host,
