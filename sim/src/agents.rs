@@ -10,9 +10,13 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use edgeproof_scenarios::ledger::{DROP_DEVICE_QUEUE_FULL, DROP_PACKET_TOO_LARGE};
+use edgeproof_scenarios::ledger::{
+    DROP_DEVICE_QUEUE_FULL, DROP_MESSAGE_EXPIRED, DROP_PACKET_TOO_LARGE, DROP_QUEUE_FULL,
+    DROP_QUOTA_EXCEEDED, DROP_SESSION_EXPIRED,
+};
 use edgeproof_scenarios::spec::{FleetSpec, SubscriberSpec};
 use edgeproof_scenarios::{DevicePlan, Ledger, ObserverId, PublishSchedule, Stamp};
+use edgeproof_system::broker::DropReason;
 use edgeproof_system::client::{
     Client, ClientConfig, ClientEvent, OutgoingPublish, PublishError, PublishToken,
 };
@@ -286,6 +290,23 @@ pub fn refusal_drop_reason(error: &PublishError) -> &'static str {
     }
 }
 
+/// The oracle's name for a broker drop reason (a `MessageDropped` event of a broker core). Reasons
+/// the oracle does not know keep a name of their own, so a scenario cannot allow them by accident
+/// and the drop check reports them.
+pub fn broker_drop_reason(reason: DropReason) -> &'static str {
+    match reason {
+        DropReason::QueueFullRejectNew | DropReason::QueueFullDropOldest => DROP_QUEUE_FULL,
+        DropReason::QuotaExceeded => DROP_QUOTA_EXCEEDED,
+        DropReason::Expired => DROP_MESSAGE_EXPIRED,
+        DropReason::SessionEnded => DROP_SESSION_EXPIRED,
+        DropReason::TooLargeForClient => DROP_PACKET_TOO_LARGE,
+        DropReason::Qos0Offline => "qos0_offline",
+        DropReason::RetainedStoreFull => "retained_store_full",
+        DropReason::RejectedBySubscriber => "rejected_by_subscriber",
+        DropReason::EncodeFailed => "encode_failed",
+    }
+}
+
 /// Declares the tallied drops in the ledger (once, at the end of a run), in reason order.
 pub fn declare_drops(ledger: &mut Ledger, drops: &DropTally) {
     for (reason, count) in drops {
@@ -484,6 +505,8 @@ mod tests {
         declare_drops(&mut ledger, &drops);
         assert_eq!(ledger.drops_by_reason().get(DROP_PACKET_TOO_LARGE), Some(&2));
         assert_eq!(ledger.drops_by_reason().get(DROP_DEVICE_QUEUE_FULL), None);
+        assert_eq!(broker_drop_reason(DropReason::QueueFullDropOldest), DROP_QUEUE_FULL);
+        assert_eq!(broker_drop_reason(DropReason::SessionEnded), DROP_SESSION_EXPIRED);
     }
 
     #[test]

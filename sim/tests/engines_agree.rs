@@ -7,7 +7,10 @@
 //! - for the loss-free scenarios (smoke, subscriber-offline, device-partition): the verdict, the
 //!   pass/fail of every check by name, and the published, acknowledged, lost and delivered counts
 //!   (the workload plan is the same, so the same publishes are invoked; nothing may be lost);
-//! - for broker-crash: both engines report acknowledged messages lost and fail the run.
+//! - for broker-crash: both engines report acknowledged messages lost and fail the run;
+//! - for a broker queue too small for an outage: both declare the dropped copies under the
+//!   oracle's `queue_full` name (how many differs: when the broker notices a subscriber is gone
+//!   depends on the network model).
 //!
 //! Fleets are scaled down (a test-only override of `count`) so turmoil stays quick in a debug
 //! build; timing, faults and expectations are the catalogue's. mad-turmoil's clock and randomness
@@ -126,4 +129,26 @@ fn broker_crash_loses_acknowledged_messages_on_both_engines() {
         // Both invoke the same plan: the outage is too short to fill a pending queue.
         assert_eq!(fast.counters.published, turmoil.counters.published, "{context}");
     }
+}
+
+#[test]
+fn broker_queue_drops_are_declared_by_both_engines() {
+    // 20 devices x 1 msg/s x 30 s offline = 600 messages for a 200-message queue: it must drop,
+    // and both engines must declare the drops under the oracle's name (not leave them as loss).
+    let mut scenario = scaled("subscriber-offline");
+    scenario.pods[0].config.insert("subscriber_queue_messages_limit".into(), toml::Value::Integer(200));
+    let seed = 5;
+    let (fast, turmoil) = run_both(&scenario, seed);
+    let context = describe("subscriber-offline (queue of 200)", seed, &fast, &turmoil);
+    for outcome in [&fast, &turmoil] {
+        let dropped = outcome.counters.dropped.get("queue_full").copied().unwrap_or(0);
+        assert!(dropped > 0, "{} declared no queue drop: {context}", outcome.engine);
+        // The one subscriber missed exactly the copies its queue dropped. How many differs by
+        // engine (when the broker notices the subscriber is gone depends on the network model).
+        assert_eq!(outcome.counters.lost, dropped, "{context}");
+        assert_eq!(outcome.verdict, Verdict::Fail, "undeclared-bound drops fail the run: {context}");
+        assert_eq!(verdicts_by_check(outcome).get("drops"), Some(&false), "{context}");
+    }
+    assert_eq!(verdicts_by_check(&fast), verdicts_by_check(&turmoil), "{context}");
+    assert_eq!(fast.counters.published, turmoil.counters.published, "{context}");
 }

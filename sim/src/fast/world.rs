@@ -29,19 +29,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use edgeproof_scenarios::ledger::{
-    DROP_DEVICE_QUEUE_FULL, DROP_MESSAGE_EXPIRED, DROP_PACKET_TOO_LARGE, DROP_QUEUE_FULL,
-    DROP_QUOTA_EXCEEDED, DROP_SESSION_EXPIRED,
-};
+use edgeproof_scenarios::ledger::DROP_DEVICE_QUEUE_FULL;
 use edgeproof_scenarios::spec::{FaultAction, LatencyRange};
 use edgeproof_scenarios::{Ledger, Outcome, RunInfo, Scenario, Workload};
-use edgeproof_system::broker::{Broker, BrokerConfig, BrokerEvent, ConnectionId, DropReason, Transmit};
+use edgeproof_system::broker::{Broker, BrokerConfig, BrokerEvent, ConnectionId, Transmit};
 use edgeproof_system::client::{Client, ClientEvent};
 use edgeproof_system::time::Time;
 
 use crate::agents::{
-    DeviceAgent, DeviceRecord, DropTally, SubscriberAgent, SubscriberRecord, declare_drops, device_client,
-    fleet_client_config, subscriber_config,
+    DeviceAgent, DeviceRecord, DropTally, SubscriberAgent, SubscriberRecord, broker_drop_reason,
+    declare_drops, device_client, fleet_client_config, subscriber_config,
 };
 
 use super::net::{
@@ -572,7 +569,7 @@ impl FastWorld {
                     // Drops are declared to the oracle (by reason: the event does not say which
                     // message); the other events are observability only.
                     if let BrokerEvent::MessageDropped { reason, .. } = event {
-                        *self.declared_drops.entry(drop_reason_name(reason)).or_default() += 1;
+                        *self.declared_drops.entry(broker_drop_reason(reason)).or_default() += 1;
                         self.trace.record(now, TraceKind::BrokerEvent, index as u64, reason as u64, 0);
                     }
                 }
@@ -886,22 +883,6 @@ fn link_from(latency: &LatencyRange, loss: f64) -> LinkConfig {
         latency_max: latency.max_duration(),
         // The model needs loss < 1 (TCP would never deliver); clamp a scenario's 1.0.
         loss_probability: loss.min(0.999),
-    }
-}
-
-/// The oracle's name for a broker drop reason. Reasons the oracle does not know keep a name of
-/// their own, so a scenario cannot allow them by accident and the drop check reports them.
-fn drop_reason_name(reason: DropReason) -> &'static str {
-    match reason {
-        DropReason::QueueFullRejectNew | DropReason::QueueFullDropOldest => DROP_QUEUE_FULL,
-        DropReason::QuotaExceeded => DROP_QUOTA_EXCEEDED,
-        DropReason::Expired => DROP_MESSAGE_EXPIRED,
-        DropReason::SessionEnded => DROP_SESSION_EXPIRED,
-        DropReason::TooLargeForClient => DROP_PACKET_TOO_LARGE,
-        DropReason::Qos0Offline => "qos0_offline",
-        DropReason::RetainedStoreFull => "retained_store_full",
-        DropReason::RejectedBySubscriber => "rejected_by_subscriber",
-        DropReason::EncodeFailed => "encode_failed",
     }
 }
 
