@@ -6,13 +6,20 @@
 //! the same bookkeeping. It must never own a client core, a socket, a clock or a task: the engine
 //! hands in `now`, the events its core emitted, and the results of the publishes it attempted.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use bytes::BytesMut;
-use edgeproof_scenarios::ledger::DROP_DEVICE_QUEUE_FULL;
+use edgeproof_scenarios::ledger::{
+    DROP_DEVICE_QUEUE_FULL, DROP_MESSAGE_EXPIRED, DROP_PACKET_TOO_LARGE, DROP_QUEUE_FULL,
+    DROP_QUOTA_EXCEEDED, DROP_SESSION_EXPIRED,
+};
 use edgeproof_scenarios::spec::{FleetSpec, SubscriberSpec};
 use edgeproof_scenarios::{DevicePlan, Ledger, ObserverId, PublishSchedule, Stamp};
-use edgeproof_system::client::{ClientConfig, ClientEvent, OutgoingPublish, PublishError, PublishToken};
+use edgeproof_system::broker::DropReason;
+use edgeproof_system::client::{
+    Client, ClientConfig, ClientEvent, OutgoingPublish, PublishError, PublishToken,
+};
 use edgeproof_system::mqtt::{QoS, Subscription, SubscriptionOptions};
 use edgeproof_system::time::Time;
 
@@ -20,11 +27,28 @@ use edgeproof_system::time::Time;
 /// payload in it, so it is kept small enough that retained chunks cost little.
 const PAYLOAD_CHUNK_BYTES: usize = 16 * 1024;
 
+/// The drop-reason name under which a publish the client core refused for a reason other than a
+/// full queue or the packet size is declared: a validated scenario never causes one, so it is
+/// declared under a name no scenario allows and the drop check fails the run visibly.
+pub const DROP_PUBLISH_REJECTED: &str = "publish_rejected";
+
+/// Drops an engine declares at the end of a run, by the oracle's drop-reason name. A `BTreeMap`
+/// so that declaring them visits the reasons in one order on every run.
+pub type DropTally = BTreeMap<&'static str, u64>;
+
 /// The client configuration of one device of `fleet`.
 pub fn device_config(fleet: &FleetSpec, client_id: &str) -> ClientConfig {
     assert!(!client_id.is_empty(), "a device needs a client id");
+    let config = ClientConfig { client_id: client_id.to_string(), ..fleet_client_config(fleet) };
+    assert_eq!(config.client_id, client_id);
+    config
+}
+
+/// The client configuration every device of `fleet` shares; its `client_id` is empty, each
+/// device's core carries its own id (see [`device_client`]).
+pub fn fleet_client_config(fleet: &FleetSpec) -> ClientConfig {
     let config = ClientConfig {
-        client_id: client_id.to_string(),
+        client_id: String::new(),
         protocol: fleet.protocol.version(),
         clean_start: fleet.clean_start,
         session_expiry_interval_secs: fleet.session_expiry_secs,
@@ -33,7 +57,22 @@ pub fn device_config(fleet: &FleetSpec, client_id: &str) -> ClientConfig {
         ..ClientConfig::default()
     };
     assert!(config.pending_publishes_limit > 0, "validated scenarios bound the pending queue above 0");
+    assert!(config.client_id.is_empty(), "a fleet's devices bring their own ids");
     config
+}
+
+/// The client core of one device: the fleet's shared configuration (from
+/// [`fleet_client_config`]) plus the device's own id, so a million devices hold one config and a
+/// million ids rather than a million configs.
+pub fn device_client(
+    fleet_config: &Arc<ClientConfig>,
+    client_id: impl Into<Box<str>>,
+    rng_seed: u64,
+) -> Client {
+    assert!(fleet_config.client_id.is_empty(), "the shared config names no device");
+    let client = Client::with_shared_config(Arc::clone(fleet_config), rng_seed).with_client_id(client_id);
+    assert!(!client.client_id().is_empty(), "a device needs a client id");
+    client
 }
 
 /// The client configuration of a subscriber.
@@ -79,8 +118,9 @@ pub struct DuePublish {
 pub enum DeviceRecord {
     /// The core accepted publish `seq`; it was recorded as invoked.
     Invoked { seq: u64 },
-    /// The core's pending queue was full; the sample is dropped (declared at the end).
-    RefusedQueueFull,
+    /// The core refused the publish; the sample is dropped and declared at the end under
+    /// `drop_reason` (the oracle's name, see [`refusal_drop_reason`]).
+    Refused { drop_reason: &'static str },
     /// Publish `seq` was acknowledged.
     Acked { seq: u64 },
     /// Publish `seq` failed with a reason code >= 0x80.
@@ -101,9 +141,9 @@ pub struct DeviceAgent {
     /// full queue consumes no sequence number).
     next_seq: u64,
     /// Accepted publishes (QoS > 0) awaiting their outcome: `(token, seq)` in token order.
+    /// Refusals are not counted here but in the engine's [`DropTally`], which keeps a device
+    /// (of which there may be a million) one counter smaller.
     outstanding: VecDeque<(PublishToken, u64)>,
-    /// Publishes refused because the core's pending queue was full.
-    refused_queue_full: u64,
 }
 
 impl DeviceAgent {
@@ -119,7 +159,6 @@ impl DeviceAgent {
             schedule: plan.schedule,
             next_seq: 0,
             outstanding: VecDeque::new(),
-            refused_queue_full: 0,
         }
     }
 
@@ -130,11 +169,6 @@ impl DeviceAgent {
     /// When the next planned publish is due (`None` once the plan is exhausted).
     pub fn next_publish_at(&self) -> Option<Time> {
         self.schedule.peek().map(|planned| planned.at)
-    }
-
-    /// Publishes refused so far because the core's pending queue was full.
-    pub fn refused_queue_full(&self) -> u64 {
-        self.refused_queue_full
     }
 
     /// Publishes accepted and not yet acknowledged or failed.
@@ -185,17 +219,20 @@ impl DeviceAgent {
         DeviceRecord::Invoked { seq: due.seq }
     }
 
-    /// The core refused `due`. A full pending queue is the device's declared bound; anything
-    /// else is a bug in the scenario's validation or in the client core.
-    pub fn publish_refused(&mut self, due: &DuePublish, error: &PublishError) -> DeviceRecord {
+    /// The core refused `due`: the sample is dropped without consuming a sequence number and
+    /// counted in `drops` under its reason, which the engine declares at the end
+    /// ([`declare_drops`]).
+    pub fn publish_refused(
+        &mut self,
+        due: &DuePublish,
+        error: &PublishError,
+        drops: &mut DropTally,
+    ) -> DeviceRecord {
         assert_eq!(due.seq, self.next_seq, "publishes are reported in the order they were taken");
-        match error {
-            PublishError::QueueFull { .. } => {
-                self.refused_queue_full += 1;
-                DeviceRecord::RefusedQueueFull
-            }
-            other => panic!("device {} cannot publish: {other}", self.publisher_id),
-        }
+        let drop_reason = refusal_drop_reason(error);
+        *drops.entry(drop_reason).or_default() += 1;
+        assert!(drops[drop_reason] > 0);
+        DeviceRecord::Refused { drop_reason }
     }
 
     /// Records what a client event means for this device's publishes.
@@ -216,14 +253,15 @@ impl DeviceAgent {
         }
     }
 
-    /// End of the run: every publish still awaiting its outcome is indeterminate. Returns the
-    /// device-queue drops to declare (the caller sums them over devices, see [`declare_drops`]).
+    /// End of the run: every publish still awaiting its outcome is indeterminate. Returns how
+    /// many were.
     pub fn finish(&mut self, end: Time, ledger: &mut Ledger) -> u64 {
+        let indeterminate = self.outstanding.len() as u64;
         for (_, seq) in self.outstanding.drain(..) {
             ledger.publish_indeterminate(self.publisher_id, seq, end);
         }
         assert!(self.outstanding.is_empty());
-        self.refused_queue_full
+        indeterminate
     }
 
     /// Removes a publish's `(token, seq)` from the outstanding list. Acks mostly come in order,
@@ -239,10 +277,41 @@ impl DeviceAgent {
     }
 }
 
-/// Declares the devices' queue-full drops in the ledger (once, at the end of a run).
-pub fn declare_drops(ledger: &mut Ledger, device_queue_full: u64) {
-    if device_queue_full > 0 {
-        ledger.drop_declared(DROP_DEVICE_QUEUE_FULL, device_queue_full);
+/// The oracle's drop-reason name for a publish the client core refused. A full pending queue is
+/// the device's declared bound and an oversized packet the broker's; anything else is a bug in
+/// the scenario's validation or in the client core, declared under [`DROP_PUBLISH_REJECTED`].
+pub fn refusal_drop_reason(error: &PublishError) -> &'static str {
+    match error {
+        PublishError::QueueFull { .. } => DROP_DEVICE_QUEUE_FULL,
+        PublishError::PacketTooLarge { .. } => DROP_PACKET_TOO_LARGE,
+        PublishError::InvalidTopic(_) | PublishError::TopicAliasUnsupported | PublishError::Invalid(_) => {
+            DROP_PUBLISH_REJECTED
+        }
+    }
+}
+
+/// The oracle's name for a broker drop reason (a `MessageDropped` event of a broker core). Reasons
+/// the oracle does not know keep a name of their own, so a scenario cannot allow them by accident
+/// and the drop check reports them.
+pub fn broker_drop_reason(reason: DropReason) -> &'static str {
+    match reason {
+        DropReason::QueueFullRejectNew | DropReason::QueueFullDropOldest => DROP_QUEUE_FULL,
+        DropReason::QuotaExceeded => DROP_QUOTA_EXCEEDED,
+        DropReason::Expired => DROP_MESSAGE_EXPIRED,
+        DropReason::SessionEnded => DROP_SESSION_EXPIRED,
+        DropReason::TooLargeForClient => DROP_PACKET_TOO_LARGE,
+        DropReason::Qos0Offline => "qos0_offline",
+        DropReason::RetainedStoreFull => "retained_store_full",
+        DropReason::RejectedBySubscriber => "rejected_by_subscriber",
+        DropReason::EncodeFailed => "encode_failed",
+    }
+}
+
+/// Declares the tallied drops in the ledger (once, at the end of a run), in reason order.
+pub fn declare_drops(ledger: &mut Ledger, drops: &DropTally) {
+    for (reason, count) in drops {
+        assert!(*count > 0, "a tallied reason was counted");
+        ledger.drop_declared(reason, *count);
     }
 }
 
@@ -344,7 +413,6 @@ impl SubscriberAgent {
 #[cfg(test)]
 mod tests {
     use edgeproof_scenarios::{Workload, catalog};
-    use edgeproof_system::client::Client;
     use edgeproof_system::mqtt::ReasonCode;
 
     use super::*;
@@ -385,7 +453,7 @@ mod tests {
             agent.on_event(now, &failed, &mut ledger),
             DeviceRecord::Failed { seq: 0, reason: ReasonCode::QUOTA_EXCEEDED.0 }
         );
-        assert_eq!(agent.finish(now, &mut ledger), 0);
+        assert_eq!(agent.finish(now, &mut ledger), 2);
         let counters = ledger.counters();
         assert_eq!((counters.invoked, counters.acked, counters.failed, counters.indeterminate), (4, 1, 1, 2));
     }
@@ -400,24 +468,45 @@ mod tests {
         let plan = workload.device(0, 0);
         let mut agent = DeviceAgent::new(&plan, &fleet, &mut ledger);
         // Never connected: everything waits in the pending queue of one.
-        let mut core = Client::new(device_config(&fleet, &plan.client_id), 1);
+        let fleet_config = Arc::new(fleet_client_config(&fleet));
+        let mut core = device_client(&fleet_config, plan.client_id.as_str(), 1);
+        assert_eq!(core.client_id(), plan.client_id);
         let mut buffer = BytesMut::new();
         let now = Time::from_secs(5);
         let mut records = Vec::new();
+        let mut drops = DropTally::new();
         while let Some(due) = agent.take_due(now, &mut buffer) {
             let record = match core.publish(now, due.message.clone()) {
                 Ok(token) => agent.publish_accepted(&due, token, now, &mut ledger),
-                Err(error) => agent.publish_refused(&due, &error),
+                Err(error) => agent.publish_refused(&due, &error, &mut drops),
             };
             records.push(record);
         }
         assert_eq!(records[0], DeviceRecord::Invoked { seq: 0 });
-        assert!(records[1..].iter().all(|record| *record == DeviceRecord::RefusedQueueFull), "{records:?}");
-        assert_eq!(agent.refused_queue_full(), records.len() as u64 - 1);
-        assert!(agent.refused_queue_full() >= 4);
-        let drops = agent.finish(now, &mut ledger);
-        declare_drops(&mut ledger, drops);
-        assert_eq!(ledger.drops_by_reason().get(DROP_DEVICE_QUEUE_FULL), Some(&drops));
+        let queue_full = DeviceRecord::Refused { drop_reason: DROP_DEVICE_QUEUE_FULL };
+        assert!(records[1..].iter().all(|record| *record == queue_full), "{records:?}");
+        let refused = records.len() as u64 - 1;
+        assert!(refused >= 4);
+        assert_eq!(drops.get(DROP_DEVICE_QUEUE_FULL), Some(&refused));
+        assert_eq!(agent.finish(now, &mut ledger), 1, "the one accepted publish never completed");
+        declare_drops(&mut ledger, &drops);
+        assert_eq!(ledger.drops_by_reason().get(DROP_DEVICE_QUEUE_FULL), Some(&refused));
+    }
+
+    #[test]
+    fn refusals_are_declared_under_the_oracles_reason_names() {
+        let too_large = PublishError::PacketTooLarge { size_bytes: 300, limit_bytes: 200 };
+        assert_eq!(refusal_drop_reason(&too_large), DROP_PACKET_TOO_LARGE);
+        assert_eq!(refusal_drop_reason(&PublishError::QueueFull { limit: 1 }), DROP_DEVICE_QUEUE_FULL);
+        assert_eq!(refusal_drop_reason(&PublishError::TopicAliasUnsupported), DROP_PUBLISH_REJECTED);
+        let mut ledger = Ledger::new();
+        let mut drops = DropTally::new();
+        drops.insert(DROP_PACKET_TOO_LARGE, 2);
+        declare_drops(&mut ledger, &drops);
+        assert_eq!(ledger.drops_by_reason().get(DROP_PACKET_TOO_LARGE), Some(&2));
+        assert_eq!(ledger.drops_by_reason().get(DROP_DEVICE_QUEUE_FULL), None);
+        assert_eq!(broker_drop_reason(DropReason::QueueFullDropOldest), DROP_QUEUE_FULL);
+        assert_eq!(broker_drop_reason(DropReason::SessionEnded), DROP_SESSION_EXPIRED);
     }
 
     #[test]

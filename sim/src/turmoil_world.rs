@@ -41,18 +41,20 @@ use std::time::Duration;
 use bytes::BytesMut;
 use edgeproof_scenarios::spec::FaultAction;
 use edgeproof_scenarios::{Ledger, Outcome, RunInfo, Scenario, Workload};
-use edgeproof_system::broker::BrokerConfig;
+use edgeproof_system::broker::{BrokerConfig, BrokerEvent};
 use edgeproof_system::client::{ClientEvent, PublishToken};
 use edgeproof_system::net::{Net, TokioClock};
 use edgeproof_system::shell::{
-    BrokerObserver, BrokerShellConfig, ClientHandle, ClientShellConfig, ClientShellError, run_broker,
+    BrokerObserver, BrokerShellConfig, BrokerShellStats, ClientHandle, ClientShellConfig, ClientShellError,
+    run_broker,
 };
 use edgeproof_system::time::{Clock, Time};
 use tokio::sync::mpsc;
 
 use crate::TurmoilNet;
 use crate::agents::{
-    DeviceAgent, DeviceRecord, DuePublish, SubscriberAgent, SubscriberRecord, declare_drops,
+    DeviceAgent, DeviceRecord, DropTally, DuePublish, SubscriberAgent, SubscriberRecord, broker_drop_reason,
+    declare_drops,
 };
 use crate::agents::{device_config, subscriber_config};
 
@@ -162,7 +164,18 @@ pub struct TurmoilStats {
     /// Transports the client cores asked for (first connects and every reconnect attempt);
     /// more than `clients_connected` means attempts that failed before a CONNACK.
     pub transports_opened: u64,
+    /// Broker events the broker shells' observer queues could not take; each may have been a
+    /// drop, so they are declared as [`DROP_BROKER_EVENTS_UNOBSERVED`] (the drop check fails).
+    pub broker_events_unobserved: u64,
 }
+
+/// The drop-reason name under which broker events the observer queue lost are declared: the
+/// oracle cannot tell whether they were drops, so the run fails visibly instead of guessing.
+pub const DROP_BROKER_EVENTS_UNOBSERVED: &str = "broker_events_unobserved";
+
+/// Capacity of a broker shell's event queue to the books. The drain runs whenever the broker
+/// task yields, so the queue holds at most one tick's events (a fleet connecting at once).
+const BROKER_EVENTS_QUEUE_LIMIT: usize = 1 << 16;
 
 /// A run's outcome with the engine's own counters.
 #[derive(Clone, Debug)]
@@ -219,6 +232,12 @@ struct Books {
     subscribers: Vec<SubscriberAgent>,
     stats: TurmoilStats,
     payload_buffer: BytesMut,
+    /// Publishes the device cores refused and message copies the brokers dropped, by drop
+    /// reason (declared at the end).
+    drops: DropTally,
+    /// The counters of every broker shell started (a restart starts a new one), to find broker
+    /// events the observer queue could not take.
+    broker_shells: Vec<BrokerShellStats>,
 }
 
 type Shared = Rc<RefCell<Books>>;
@@ -285,12 +304,12 @@ impl Books {
         let publisher_id = agent.publisher_id();
         let record = match result {
             Ok(token) => agent.publish_accepted(due, token, now, &mut self.ledger),
-            Err(ClientShellError::Publish(error)) => agent.publish_refused(due, &error),
+            Err(ClientShellError::Publish(error)) => agent.publish_refused(due, &error, &mut self.drops),
             Err(other) => panic!("device {publisher_id}: its client shell failed: {other}"),
         };
         match record {
             DeviceRecord::Invoked { seq } => self.record(now, kind::INVOKED, publisher_id, seq),
-            DeviceRecord::RefusedQueueFull => self.record(now, kind::REFUSED, publisher_id, due.seq),
+            DeviceRecord::Refused { .. } => self.record(now, kind::REFUSED, publisher_id, due.seq),
             other => unreachable!("a publish attempt is invoked or refused: {other:?}"),
         }
     }
@@ -333,12 +352,26 @@ fn broker_addr(pod: &str) -> SocketAddr {
     SocketAddr::new(turmoil::lookup(pod), BROKER_PORT)
 }
 
-/// The software of a broker pod's host: the real broker shell on turmoil's TCP.
-async fn broker_pod(config: BrokerConfig, shell: BrokerShellConfig) -> turmoil::Result {
+/// The software of a broker pod's host: the real broker shell on turmoil's TCP, its message
+/// drops tallied into the books by the same names as on the fast engine.
+async fn broker_pod(books: Shared, config: BrokerConfig, shell: BrokerShellConfig) -> turmoil::Result {
     let net = TurmoilNet;
     let listener = net.bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, BROKER_PORT))).await?;
-    let observer = BrokerObserver::default();
-    run_broker(net, TokioClock::start(), config, shell, listener, observer, std::future::pending()).await?;
+    let (events_sender, mut events) = mpsc::channel(BROKER_EVENTS_QUEUE_LIMIT);
+    let observer = BrokerObserver { stats: BrokerShellStats::default(), events: Some(events_sender) };
+    books.borrow_mut().broker_shells.push(observer.stats.clone());
+    let broker =
+        run_broker(net, TokioClock::start(), config, shell, listener, observer, std::future::pending());
+    // Drained on this host's task (the books are not `Send`); it ends when the broker does.
+    let tally = async {
+        while let Some(event) = events.recv().await {
+            if let BrokerEvent::MessageDropped { reason, .. } = event {
+                *books.borrow_mut().drops.entry(broker_drop_reason(reason)).or_default() += 1;
+            }
+        }
+    };
+    let (result, ()) = tokio::join!(broker, tally);
+    result?;
     Ok(())
 }
 
@@ -653,6 +686,8 @@ pub fn run_turmoil(
         subscribers,
         stats: TurmoilStats::default(),
         payload_buffer: BytesMut::new(),
+        drops: DropTally::new(),
+        broker_shells: Vec::new(),
     }));
 
     let end = scenario.end();
@@ -678,7 +713,8 @@ pub fn run_turmoil(
     let broker_shell = broker_shell_for(scenario, &options.broker_shell);
     for (pod, config) in scenario.pods.iter().zip(broker_configs) {
         let shell = broker_shell.clone();
-        driver.sim.host(pod.name.as_str(), move || broker_pod(config.clone(), shell.clone()));
+        let books = books.clone();
+        driver.sim.host(pod.name.as_str(), move || broker_pod(books.clone(), config.clone(), shell.clone()));
     }
     for (index, spec) in scenario.subscribers.iter().enumerate() {
         let future = run_subscriber(
@@ -727,11 +763,15 @@ pub fn run_turmoil(
 
     let mut guard = books.borrow_mut();
     let books = &mut *guard;
-    let mut device_queue_full = 0;
     for device in &mut books.devices {
-        device_queue_full += device.finish(end, &mut books.ledger);
+        device.finish(end, &mut books.ledger);
     }
-    declare_drops(&mut books.ledger, device_queue_full);
+    let unobserved: u64 = books.broker_shells.iter().map(|shell| shell.snapshot().events_dropped).sum();
+    books.stats.broker_events_unobserved = unobserved;
+    if unobserved > 0 {
+        books.drops.insert(DROP_BROKER_EVENTS_UNOBSERVED, unobserved);
+    }
+    declare_drops(&mut books.ledger, &books.drops);
     let wall_seconds = started.elapsed().as_secs_f64();
     let run = RunInfo {
         seed,

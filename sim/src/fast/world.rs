@@ -25,23 +25,21 @@
 //! the drain runs for `drain_secs`. Publishes still unacknowledged at the end are recorded as
 //! indeterminate.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use edgeproof_scenarios::ledger::{
-    DROP_DEVICE_QUEUE_FULL, DROP_MESSAGE_EXPIRED, DROP_PACKET_TOO_LARGE, DROP_QUEUE_FULL,
-    DROP_QUOTA_EXCEEDED, DROP_SESSION_EXPIRED,
-};
-use edgeproof_scenarios::spec::{FaultAction, LatencyRange, SubscriberSpec};
-use edgeproof_scenarios::{Ledger, ObserverId, Outcome, PublishSchedule, RunInfo, Scenario, Stamp, Workload};
-use edgeproof_system::broker::{Broker, BrokerConfig, BrokerEvent, ConnectionId, DropReason, Transmit};
-use edgeproof_system::client::{
-    Client, ClientConfig, ClientEvent, OutgoingPublish, PublishError, PublishToken,
-};
-use edgeproof_system::mqtt::{QoS, Subscription, SubscriptionOptions};
+use edgeproof_scenarios::ledger::DROP_DEVICE_QUEUE_FULL;
+use edgeproof_scenarios::spec::{FaultAction, LatencyRange};
+use edgeproof_scenarios::{Ledger, Outcome, RunInfo, Scenario, Workload};
+use edgeproof_system::broker::{Broker, BrokerConfig, BrokerEvent, ConnectionId, Transmit};
+use edgeproof_system::client::{Client, ClientEvent};
 use edgeproof_system::time::Time;
+
+use crate::agents::{
+    DeviceAgent, DeviceRecord, DropTally, SubscriberAgent, SubscriberRecord, broker_drop_reason,
+    declare_drops, device_client, fleet_client_config, subscriber_config,
+};
 
 use super::net::{
     CloseCause, ConnId, Endpoint, HostId, LinkConfig, ListenerId, NetConfig, NetEvent, NetOutput, Network,
@@ -50,10 +48,6 @@ use super::net::{
 use super::queue::EventQueue;
 use super::rng::{Stream, member_seed};
 use super::trace::{Trace, TraceKind};
-
-/// Size of the shared buffers stamped payloads are carved from. A chunk lives as long as any
-/// payload in it, so it is kept small enough that retained chunks cost little.
-const PAYLOAD_CHUNK_BYTES: usize = 16 * 1024;
 
 /// How long before its first planned publish a device connects.
 const DEVICE_CONNECT_LEAD: Duration = Duration::from_millis(100);
@@ -142,30 +136,12 @@ struct Pod {
     crash_count: u32,
 }
 
-/// A device's publishing state; its client core lives in [`SimClient`].
-struct DeviceState {
-    publisher_id: u64,
-    topic: Box<str>,
-    qos: QoS,
-    payload_bytes: u32,
-    schedule: PublishSchedule,
-    /// The next sequence number to invoke (dense over invoked publishes; a publish refused by a
-    /// full queue consumes no sequence number).
-    next_seq: u64,
-    /// Accepted publishes (QoS > 0) awaiting their outcome: `(token, seq)` in token order.
-    outstanding: VecDeque<(PublishToken, u64)>,
-}
-
-struct SubscriberState {
-    observer: ObserverId,
-    filters: Vec<String>,
-    qos: QoS,
-    subscribe_outstanding: bool,
-}
-
+/// A client's ledger bookkeeping: the engine-agnostic rules of [`crate::agents`], shared with
+/// the turmoil engine so both record the same scenario the same way. A device's agent is boxed
+/// so the (rare) subscribers do not make every device's slot larger.
 enum Role {
-    Device(Box<DeviceState>),
-    Subscriber(SubscriberState),
+    Device(Box<DeviceAgent>),
+    Subscriber(SubscriberAgent),
 }
 
 struct SimClient {
@@ -209,7 +185,7 @@ pub struct FastWorld {
     stats: WorldStats,
     /// Message copies the brokers dropped and publishes the device clients refused, by the
     /// oracle's drop reason name.
-    declared_drops: BTreeMap<&'static str, u64>,
+    declared_drops: DropTally,
     finished: bool,
     /// A reusable buffer for encoding stamped payloads (no allocation per publish beyond the
     /// payload itself).
@@ -262,7 +238,7 @@ impl FastWorld {
         let mut clients = Vec::with_capacity(scenario.device_count() as usize + scenario.subscribers.len());
         // Subscribers first, so their connects start before the devices' at time zero.
         for (index, spec) in scenario.subscribers.iter().enumerate() {
-            let observer = ledger.register_observer(&spec.name, spec.qos);
+            let agent = SubscriberAgent::new(spec, &mut ledger);
             let config = subscriber_config(spec);
             let core = Client::new(config, member_seed(seed, Stream::SubscriberClients, index as u64));
             clients.push(SimClient {
@@ -271,52 +247,27 @@ impl FastWorld {
                 listener: pod_of(&spec.broker)?,
                 conn: None,
                 scheduled_wake: Time::MAX,
-                role: Role::Subscriber(SubscriberState {
-                    observer,
-                    filters: spec.filters.clone(),
-                    qos: spec.qos,
-                    subscribe_outstanding: false,
-                }),
+                role: Role::Subscriber(agent),
             });
         }
         let workload = Workload::new(scenario, seed);
         for (fleet_index, fleet) in scenario.fleets.iter().enumerate() {
             let host = host_of(&fleet.host)?;
             let listener = pod_of(&fleet.broker)?;
-            // One config per fleet is shared, except the client id, which the core reads from its
-            // config: each device gets its own `Arc` (the fleet's settings plus its id).
-            let fleet_config = ClientConfig {
-                client_id: String::new(),
-                protocol: fleet.protocol.version(),
-                clean_start: fleet.clean_start,
-                session_expiry_interval_secs: fleet.session_expiry_secs,
-                keep_alive_secs: fleet.keep_alive_secs,
-                pending_publishes_limit: fleet.pending_messages_limit as usize,
-                ..ClientConfig::default()
-            };
+            // One config per fleet, shared by all its devices; each core carries only its own id.
+            let fleet_config = Arc::new(fleet_client_config(fleet));
             for device_index in 0..fleet.count {
                 let plan = workload.device(fleet_index, device_index);
-                ledger.register_publisher(plan.publisher_id, &plan.client_id);
-                let config = ClientConfig { client_id: plan.client_id.clone(), ..fleet_config.clone() };
-                let core = Client::with_shared_config(
-                    Arc::new(config),
-                    member_seed(seed, Stream::DeviceClients, plan.publisher_id),
-                );
+                let agent = DeviceAgent::new(&plan, fleet, &mut ledger);
+                let rng_seed = member_seed(seed, Stream::DeviceClients, plan.publisher_id);
+                let core = device_client(&fleet_config, plan.client_id, rng_seed);
                 clients.push(SimClient {
                     core,
                     host,
                     listener,
                     conn: None,
                     scheduled_wake: Time::MAX,
-                    role: Role::Device(Box::new(DeviceState {
-                        publisher_id: plan.publisher_id,
-                        topic: plan.topic.into_boxed_str(),
-                        qos: fleet.qos,
-                        payload_bytes: fleet.payload_bytes,
-                        schedule: plan.schedule,
-                        next_seq: 0,
-                        outstanding: VecDeque::new(),
-                    })),
+                    role: Role::Device(Box::new(agent)),
                 });
             }
         }
@@ -339,7 +290,7 @@ impl FastWorld {
             clients,
             host_names,
             stats: WorldStats::default(),
-            declared_drops: BTreeMap::new(),
+            declared_drops: DropTally::new(),
             finished: false,
             payload_buffer: BytesMut::new(),
         };
@@ -352,10 +303,8 @@ impl FastWorld {
             // than as one thundering herd at time zero.
             let start_at = match &world.clients[index].role {
                 Role::Subscriber(_) => Time::ZERO,
-                Role::Device(device) => device.schedule.peek().map_or(Time::ZERO, |first| {
-                    Time::from_nanos(
-                        first.at.as_nanos().saturating_sub(DEVICE_CONNECT_LEAD.as_nanos() as u64),
-                    )
+                Role::Device(device) => device.next_publish_at().map_or(Time::ZERO, |first| {
+                    Time::from_nanos(first.as_nanos().saturating_sub(DEVICE_CONNECT_LEAD.as_nanos() as u64))
                 }),
             };
             if start_at == Time::ZERO {
@@ -455,17 +404,15 @@ impl FastWorld {
     fn finish(&mut self, end: Time) {
         for client in &mut self.clients {
             if let Role::Device(device) = &mut client.role {
-                for (_, seq) in device.outstanding.drain(..) {
-                    self.ledger.publish_indeterminate(device.publisher_id, seq, end);
-                }
+                device.finish(end, &mut self.ledger);
             }
         }
-        if self.stats.dropped_device_queue_full > 0 {
-            self.ledger.drop_declared(DROP_DEVICE_QUEUE_FULL, self.stats.dropped_device_queue_full);
-        }
-        for (reason, count) in &self.declared_drops {
-            self.ledger.drop_declared(reason, *count);
-        }
+        assert_eq!(
+            self.declared_drops.get(DROP_DEVICE_QUEUE_FULL).copied().unwrap_or(0),
+            self.stats.dropped_device_queue_full,
+            "every queue-full refusal is tallied once"
+        );
+        declare_drops(&mut self.ledger, &self.declared_drops);
         self.finished = true;
     }
 
@@ -622,7 +569,7 @@ impl FastWorld {
                     // Drops are declared to the oracle (by reason: the event does not say which
                     // message); the other events are observability only.
                     if let BrokerEvent::MessageDropped { reason, .. } = event {
-                        *self.declared_drops.entry(drop_reason_name(reason)).or_default() += 1;
+                        *self.declared_drops.entry(broker_drop_reason(reason)).or_default() += 1;
                         self.trace.record(now, TraceKind::BrokerEvent, index as u64, reason as u64, 0);
                     }
                 }
@@ -642,9 +589,8 @@ impl FastWorld {
     fn start_client(&mut self, now: Time, index: usize) {
         let client = &mut self.clients[index];
         if let Role::Subscriber(subscriber) = &mut client.role {
-            let subscriptions = subscriptions_of(&subscriber.filters, subscriber.qos);
-            client.core.subscribe(now, subscriptions).expect("validated filters subscribe");
-            subscriber.subscribe_outstanding = true;
+            client.core.subscribe(now, subscriber.subscriptions()).expect("validated filters subscribe");
+            subscriber.subscribe_sent();
         }
         client.core.connect(now);
         self.after_client(now, index, false);
@@ -672,60 +618,31 @@ impl FastWorld {
     fn publish_due(&mut self, now: Time, index: usize) {
         let client = &mut self.clients[index];
         let Role::Device(device) = &mut client.role else { unreachable!("only devices publish") };
-        while let Some(planned) = device.schedule.peek()
-            && planned.at <= now
-        {
-            device.schedule.next();
+        let publisher_id = device.publisher_id();
+        while let Some(due) = device.take_due(now, &mut self.payload_buffer) {
             self.stats.publish_attempts += 1;
-            let seq = device.next_seq;
-            let stamp = Stamp {
-                flags: 0,
-                publisher_id: device.publisher_id,
-                seq,
-                planned_send: planned.at,
-                actual_send: now,
+            let record = match client.core.publish(now, due.message.clone()) {
+                Ok(token) => device.publish_accepted(&due, token, now, &mut self.ledger),
+                Err(error) => device.publish_refused(&due, &error, &mut self.declared_drops),
             };
-            let payload_bytes = device.payload_bytes as usize;
-            if self.payload_buffer.capacity() < payload_bytes {
-                // Carve payloads out of shared chunks: one allocation per chunk, not per publish.
-                self.payload_buffer = BytesMut::with_capacity(PAYLOAD_CHUNK_BYTES.max(payload_bytes));
-            }
-            stamp.write_payload(payload_bytes, &mut self.payload_buffer);
-            let payload = self.payload_buffer.split().freeze();
-            let message = OutgoingPublish::new(device.topic.as_ref(), payload, device.qos);
-            match client.core.publish(now, message) {
-                Ok(token) => {
-                    device.next_seq += 1;
-                    self.ledger.publish_invoked(
-                        device.publisher_id,
-                        seq,
-                        &device.topic,
-                        device.qos,
-                        planned.at,
-                        now,
-                    );
-                    if device.qos != QoS::AtMostOnce {
-                        device.outstanding.push_back((token, seq));
-                    }
-                    self.trace.record(now, TraceKind::Publish, device.publisher_id, seq, 1);
+            match record {
+                DeviceRecord::Invoked { seq } => {
+                    self.trace.record(now, TraceKind::Publish, publisher_id, seq, 1);
                 }
-                Err(PublishError::QueueFull { .. }) => {
+                DeviceRecord::Refused { drop_reason } if drop_reason == DROP_DEVICE_QUEUE_FULL => {
                     self.stats.dropped_device_queue_full += 1;
-                    self.trace.record(now, TraceKind::Publish, device.publisher_id, seq, 0);
+                    self.trace.record(now, TraceKind::Publish, publisher_id, due.seq, 0);
                 }
-                Err(PublishError::PacketTooLarge { .. }) => {
-                    // The broker's Maximum Packet Size forbids this payload: a declared drop.
-                    *self.declared_drops.entry(DROP_PACKET_TOO_LARGE).or_default() += 1;
+                DeviceRecord::Refused { .. } => {
+                    // The broker's Maximum Packet Size forbids this payload, or (for a validated
+                    // scenario, never) the core rejects it: declared, so the drop check sees it.
                     self.stats.publish_rejected += 1;
+                    self.trace.record(now, TraceKind::Publish, publisher_id, due.seq, 2);
                 }
-                Err(_) => {
-                    // Any other refusal is unexpected for a validated scenario: counted and
-                    // declared under its own name, so the drop check fails the run visibly.
-                    *self.declared_drops.entry("publish_rejected").or_default() += 1;
-                    self.stats.publish_rejected += 1;
-                }
+                other => unreachable!("a publish attempt is invoked or refused: {other:?}"),
             }
         }
+        assert!(device.next_publish_at().is_none_or(|next| next > now), "every due publish was taken");
     }
 
     /// Drains a client's transmits and events, then reschedules its wake.
@@ -765,9 +682,9 @@ impl FastWorld {
             wake = now + Duration::from_nanos(1);
         }
         if let Role::Device(device) = &client.role
-            && let Some(planned) = device.schedule.peek()
+            && let Some(planned_at) = device.next_publish_at()
         {
-            wake = wake.min(planned.at.max(now));
+            wake = wake.min(planned_at.max(now));
         }
         if wake < client.scheduled_wake {
             client.scheduled_wake = wake;
@@ -777,7 +694,9 @@ impl FastWorld {
 
     fn on_client_event(&mut self, now: Time, index: usize, event: ClientEvent) {
         let client = &mut self.clients[index];
-        match event {
+        // Transport and connection events are the engine's business; what an event means for
+        // the ledger is the agents' (the same rules as the turmoil engine).
+        match &event {
             ClientEvent::OpenTransport => {
                 if let Some(old) = client.conn.take() {
                     self.net.close(now, old, Side::Client, &mut self.queue);
@@ -785,25 +704,17 @@ impl FastWorld {
                 let conn = self.net.connect(now, client.host, index as u64, client.listener, &mut self.queue);
                 client.conn = Some(conn);
                 self.trace.record(now, TraceKind::ConnectStarted, conn.as_u64(), index as u64, 0);
+                return;
             }
             ClientEvent::CloseTransport => {
                 if let Some(conn) = client.conn.take() {
                     self.net.close(now, conn, Side::Client, &mut self.queue);
                 }
                 self.trace.record(now, TraceKind::ClientEvent, index as u64, 1, 0);
+                return;
             }
             ClientEvent::Connected { session_present } => {
-                self.trace.record(now, TraceKind::ClientEvent, index as u64, 2, u64::from(session_present));
-                if let Role::Subscriber(subscriber) = &mut client.role {
-                    if session_present && !subscriber.subscribe_outstanding {
-                        // The session kept the subscriptions; they stayed active all along.
-                    } else if !session_present && !subscriber.subscribe_outstanding {
-                        // A fresh session lost them: subscribe again.
-                        let subscriptions = subscriptions_of(&subscriber.filters, subscriber.qos);
-                        client.core.subscribe(now, subscriptions).expect("validated filters subscribe");
-                        subscriber.subscribe_outstanding = true;
-                    }
-                }
+                self.trace.record(now, TraceKind::ClientEvent, index as u64, 2, u64::from(*session_present));
             }
             ClientEvent::ConnectRefused { reason } => {
                 self.trace.record(now, TraceKind::ClientEvent, index as u64, 3, u64::from(reason.0));
@@ -811,43 +722,37 @@ impl FastWorld {
             ClientEvent::Disconnected { .. } => {
                 self.trace.record(now, TraceKind::ClientEvent, index as u64, 4, 0);
             }
-            ClientEvent::PublishSent { .. } => {}
-            ClientEvent::PublishAcked { token, .. } => {
-                let Role::Device(device) = &mut client.role else { return };
-                let seq = take_outstanding(&mut device.outstanding, token);
-                self.trace.record(now, TraceKind::ClientEvent, device.publisher_id, 5, seq);
-                self.ledger.publish_acked(device.publisher_id, seq, now);
-            }
-            ClientEvent::PublishFailed { token, reason } => {
-                let Role::Device(device) = &mut client.role else { return };
-                let seq = take_outstanding(&mut device.outstanding, token);
-                self.trace.record(now, TraceKind::ClientEvent, device.publisher_id, 6, seq);
-                self.ledger.publish_failed(device.publisher_id, seq, reason.0, now);
-            }
-            ClientEvent::Subscribed { reason_codes, .. } => {
-                let Role::Subscriber(subscriber) = &mut client.role else { return };
-                subscriber.subscribe_outstanding = false;
-                let granted: Vec<&str> = subscriber
-                    .filters
-                    .iter()
-                    .zip(&reason_codes)
-                    .filter(|(_, code)| !code.is_error())
-                    .map(|(filter, _)| filter.as_str())
-                    .collect();
-                self.trace.record(now, TraceKind::ClientEvent, index as u64, 7, granted.len() as u64);
-                self.ledger.subscription_active(subscriber.observer, &granted, now);
-            }
-            ClientEvent::Unsubscribed { .. } => {}
-            ClientEvent::Message(publish) => {
-                let Role::Subscriber(subscriber) = &client.role else { return };
-                match Stamp::decode(&publish.payload) {
-                    Ok(stamp) => {
-                        self.trace.record(now, TraceKind::ClientEvent, stamp.publisher_id, 8, stamp.seq);
-                        self.ledger.delivered(subscriber.observer, &stamp, &publish.topic, now, publish.dup);
-                    }
-                    Err(_) => self.stats.unstamped_deliveries += 1,
+            _ => {}
+        }
+        match &mut client.role {
+            Role::Device(device) => match device.on_event(now, &event, &mut self.ledger) {
+                DeviceRecord::Acked { seq } => {
+                    self.trace.record(now, TraceKind::ClientEvent, device.publisher_id(), 5, seq);
                 }
-            }
+                DeviceRecord::Failed { seq, .. } => {
+                    self.trace.record(now, TraceKind::ClientEvent, device.publisher_id(), 6, seq);
+                }
+                DeviceRecord::Nothing => {}
+                other => unreachable!("a client event never invokes or refuses: {other:?}"),
+            },
+            Role::Subscriber(subscriber) => match subscriber.on_event(now, &event, &mut self.ledger) {
+                SubscriberRecord::Resubscribe => {
+                    // A fresh session lost the subscriptions: subscribe again.
+                    client
+                        .core
+                        .subscribe(now, subscriber.subscriptions())
+                        .expect("validated filters subscribe");
+                    subscriber.subscribe_sent();
+                }
+                SubscriberRecord::Subscribed { granted } => {
+                    self.trace.record(now, TraceKind::ClientEvent, index as u64, 7, granted as u64);
+                }
+                SubscriberRecord::Delivered { publisher_id, seq, .. } => {
+                    self.trace.record(now, TraceKind::ClientEvent, publisher_id, 8, seq);
+                }
+                SubscriberRecord::Unstamped => self.stats.unstamped_deliveries += 1,
+                SubscriberRecord::Nothing => {}
+            },
         }
     }
 
@@ -978,54 +883,6 @@ fn link_from(latency: &LatencyRange, loss: f64) -> LinkConfig {
         latency_max: latency.max_duration(),
         // The model needs loss < 1 (TCP would never deliver); clamp a scenario's 1.0.
         loss_probability: loss.min(0.999),
-    }
-}
-
-fn subscriber_config(spec: &SubscriberSpec) -> ClientConfig {
-    ClientConfig {
-        client_id: spec.client_id.clone(),
-        protocol: spec.protocol.version(),
-        clean_start: spec.clean_start,
-        session_expiry_interval_secs: spec.session_expiry_secs,
-        keep_alive_secs: spec.keep_alive_secs,
-        ..ClientConfig::default()
-    }
-}
-
-fn subscriptions_of(filters: &[String], qos: QoS) -> Vec<Subscription> {
-    filters
-        .iter()
-        .map(|filter| Subscription {
-            topic_filter: filter.clone(),
-            options: SubscriptionOptions::with_qos(qos),
-        })
-        .collect()
-}
-
-/// Removes a publish's `(token, seq)` from the outstanding list. Acks mostly come in order, so
-/// the front is checked first.
-fn take_outstanding(outstanding: &mut VecDeque<(PublishToken, u64)>, token: PublishToken) -> u64 {
-    let position = outstanding
-        .iter()
-        .position(|(known, _)| *known == token)
-        .unwrap_or_else(|| panic!("outcome for unknown publish token {token:?}"));
-    let (_, seq) = outstanding.remove(position).expect("position is in range");
-    seq
-}
-
-/// The oracle's name for a broker drop reason. Reasons the oracle does not know keep a name of
-/// their own, so a scenario cannot allow them by accident and the drop check reports them.
-fn drop_reason_name(reason: DropReason) -> &'static str {
-    match reason {
-        DropReason::QueueFullRejectNew | DropReason::QueueFullDropOldest => DROP_QUEUE_FULL,
-        DropReason::QuotaExceeded => DROP_QUOTA_EXCEEDED,
-        DropReason::Expired => DROP_MESSAGE_EXPIRED,
-        DropReason::SessionEnded => DROP_SESSION_EXPIRED,
-        DropReason::TooLargeForClient => DROP_PACKET_TOO_LARGE,
-        DropReason::Qos0Offline => "qos0_offline",
-        DropReason::RetainedStoreFull => "retained_store_full",
-        DropReason::RejectedBySubscriber => "rejected_by_subscriber",
-        DropReason::EncodeFailed => "encode_failed",
     }
 }
 
