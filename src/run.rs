@@ -102,6 +102,8 @@ pub fn default_out_dir(scenario_name: &str, engine: Engine, seed: u64) -> PathBu
 /// code of the contract above.
 pub fn execute(loaded: &LoadedScenario, seed: u64, engine: Engine, out_dir: &Path) -> ExitCode {
     println!("edgeproof run: scenario {} seed {seed} engine {}", loaded.scenario.name, engine.name());
+    // The simulators never read a real clock: engine speed is measured here, around the run.
+    let started = std::time::Instant::now();
     let result = match engine {
         Engine::Fast => {
             run_fast(&loaded.scenario, seed, FastOptions::default()).map_err(|error| error.to_string())
@@ -117,6 +119,7 @@ pub fn execute(loaded: &LoadedScenario, seed: u64, engine: Engine, out_dir: &Pat
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
+    outcome.set_wall_seconds(started.elapsed().as_secs_f64());
     outcome.commit = option_env!("EDGEPROOF_COMMIT").map(str::to_string);
     let outcome_path = match write_outcome(&outcome, out_dir) {
         Ok(path) => path,

@@ -221,6 +221,19 @@ impl Outcome {
         outcome
     }
 
+    /// Records the wall-clock time the run took and the speeds derived from it. Simulators never
+    /// read a real clock, so whoever runs them measures around the run and calls this.
+    pub fn set_wall_seconds(&mut self, wall_seconds: f64) {
+        assert!(
+            wall_seconds.is_finite() && wall_seconds >= 0.0,
+            "wall time {wall_seconds} is not a duration"
+        );
+        self.wall_seconds = wall_seconds;
+        self.events_per_wall_second = per_second(self.events as f64, wall_seconds);
+        self.sim_seconds_per_wall_second = per_second(self.sim_seconds, wall_seconds);
+        assert!(self.events_per_wall_second >= 0.0 && self.sim_seconds_per_wall_second >= 0.0);
+    }
+
     /// Whether the run passed.
     pub fn passed(&self) -> bool {
         self.verdict == Verdict::Pass

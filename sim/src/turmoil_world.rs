@@ -640,10 +640,10 @@ impl Driver<'_> {
 /// Runs `scenario` with `seed` on turmoil, with the real broker and client shells, and returns
 /// its outcome with the engine's counters.
 ///
-/// The wall-clock time of the run is measured here, around the run, only to report engine speed
-/// in the outcome; it never feeds back into the simulation. In a binary that links mad-turmoil,
-/// libc's clock reads zero outside a simulated runtime, so `wall_seconds` is 0 there; measure
-/// around the call from the kernel instead (`sim/examples/turmoil_speed.rs` reads /proc/uptime).
+/// The simulator never reads a real clock, so the outcome's `wall_seconds` is 0: a caller that
+/// reports engine speed measures around this call and sets it with `Outcome::set_wall_seconds`.
+/// (In a binary that links mad-turmoil, libc's clock reads zero outside a simulated runtime;
+/// `sim/examples/turmoil_speed.rs` measures from /proc/uptime instead.)
 pub fn run_turmoil(
     scenario: &Scenario,
     seed: u64,
@@ -651,8 +651,6 @@ pub fn run_turmoil(
 ) -> Result<TurmoilRun, TurmoilError> {
     check_supported(scenario)?;
     assert!(!options.tick.is_zero(), "a tick moves time");
-    #[allow(clippy::disallowed_methods, reason = "wall time is reported, never simulated")]
-    let started = std::time::Instant::now();
 
     let mut broker_configs = Vec::with_capacity(scenario.pods.len());
     for pod in &scenario.pods {
@@ -772,13 +770,12 @@ pub fn run_turmoil(
         books.drops.insert(DROP_BROKER_EVENTS_UNOBSERVED, unobserved);
     }
     declare_drops(&mut books.ledger, &books.drops);
-    let wall_seconds = started.elapsed().as_secs_f64();
     let run = RunInfo {
         seed,
         engine: "turmoil".to_string(),
         trace_hash: format!("{:016x}", books.trace.0),
         sim_seconds,
-        wall_seconds,
+        wall_seconds: 0.0,
         events: books.stats.trace_records,
         commit: None,
     };

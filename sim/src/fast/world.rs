@@ -860,15 +860,13 @@ impl FastWorld {
 
 /// Runs `scenario` with `seed` on the fast engine and returns its outcome.
 ///
-/// The wall-clock time of the run is measured here, around the run, only to report engine speed
-/// in the outcome; it never feeds back into the simulation.
+/// The simulator never reads a real clock, so the outcome's `wall_seconds` is 0: a caller that
+/// reports engine speed measures around this call and sets it with
+/// [`Outcome::set_wall_seconds`] (the CLI does).
 pub fn run_fast(scenario: &Scenario, seed: u64, options: FastOptions) -> Result<Outcome, FastError> {
-    #[allow(clippy::disallowed_methods, reason = "wall time is reported, never simulated")]
-    let started = std::time::Instant::now();
     let mut world = FastWorld::new(scenario, seed, options)?;
     world.run();
-    let wall_seconds = started.elapsed().as_secs_f64();
-    Ok(world.outcome(wall_seconds))
+    Ok(world.outcome(0.0))
 }
 
 fn build_core(recipe: &PodRecipe) -> PodCore {
