@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::connection::{self, OutboundAliases, Phase};
-use super::session::{Message, PendingWill, Session, SessionKey};
+use super::session::{PendingWill, Session, SessionKey};
 use super::stats::DropReason;
 use super::timers::Timer;
 use super::{Broker, BrokerEvent, ConnectionId, Transmit};
@@ -448,16 +448,7 @@ impl Broker {
 
     fn publish_will(&mut self, now: Time, key: SessionKey, client_id: &Arc<str>, will: Will) {
         let Will { topic, payload, qos, retain, properties } = will;
-        let expires_at = self.message_expiry(now, properties.message_expiry_interval_secs);
-        let message = Arc::new(Message {
-            topic: Arc::from(topic),
-            payload,
-            qos,
-            retain,
-            properties: super::routing::forwarded_properties(properties),
-            expires_at,
-            publisher: Some(key),
-        });
+        let message = self.new_message(now, key, topic, payload, qos, retain, properties);
         self.stats.wills_published += 1;
         self.emit(BrokerEvent::WillPublished { client_id: client_id.clone(), topic: message.topic.clone() });
         if retain {

@@ -7,6 +7,7 @@
 //! decide a connection's or session's lifetime (that is `lifecycle`), and never do work
 //! proportional to all sessions for one message: only the matching ones are touched.
 
+use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +48,32 @@ impl Broker {
             (interval, cap) => interval.or(cap),
         };
         capped.map(|secs| now.saturating_add(Duration::from_secs(u64::from(secs))))
+    }
+
+    /// The routed form of an application message published by session `key` (a PUBLISH or its
+    /// Will): expiry fixed at `now` and capped by config, per-delivery properties stripped.
+    #[allow(clippy::too_many_arguments, reason = "the fields of one application message")]
+    pub(super) fn new_message(
+        &self,
+        now: Time,
+        key: SessionKey,
+        topic: String,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        properties: Properties,
+    ) -> Arc<Message> {
+        let expires_at = self.message_expiry(now, properties.message_expiry_interval_secs);
+        assert!(expires_at.is_none_or(|at| at >= now), "a message cannot expire before it is published");
+        Arc::new(Message {
+            topic: Arc::from(topic),
+            payload,
+            qos,
+            retain,
+            properties: forwarded_properties(properties),
+            expires_at,
+            publisher: Some(key),
+        })
     }
 
     /// Stores a retained message; false when the store is full (counted).
@@ -166,16 +193,7 @@ impl Broker {
         }
 
         let client_id = session.client_id.clone();
-        let expires_at = self.message_expiry(now, properties.message_expiry_interval_secs);
-        let message = Arc::new(Message {
-            topic: Arc::from(topic),
-            payload,
-            qos,
-            retain,
-            properties: forwarded_properties(properties),
-            expires_at,
-            publisher: Some(key),
-        });
+        let message = self.new_message(now, key, topic, payload, qos, retain, properties);
         // At the retained store's bound a v5 QoS 1/2 PUBLISH is refused as a whole (0x97), so the
         // publisher learns its retained state did not change; otherwise it is routed unretained.
         if retain
