@@ -1,6 +1,6 @@
 //! Connection and session lifecycle: CONNECT validation and CONNACK, session creation, resume,
 //! takeover and clean start, DISCONNECT, every way a connection closes, will messages (with the v5
-//! Will Delay Interval) and session expiry.
+//! Will Delay Interval, and all of them at once on shutdown) and session expiry.
 //!
 //! This module owns the rules of spec sections 3.1, 3.2, 3.14 and 4.1 as they apply to a server.
 //! It must never route messages itself (it hands wills to `routing`) or touch the codec directly.
