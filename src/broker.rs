@@ -66,7 +66,14 @@ pub fn run(args: BrokerArgs) -> ExitCode {
             stopped = handle.stopped() => return stopped,
         }
         println!("stopping: {:?}", handle.stats());
-        handle.shutdown().await
+        // The shutdown tells v5 clients why (DISCONNECT 0x8B) and waits, bounded, for the flush.
+        let stats = handle.shared_stats();
+        handle.shutdown().await?;
+        println!(
+            "stopped: {} writers cut off at the close linger",
+            stats.snapshot().shutdown_writers_aborted
+        );
+        Ok(())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

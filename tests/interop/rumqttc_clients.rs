@@ -1,6 +1,6 @@
 //! rumqttc (a widely used third-party Rust MQTT client) against our broker: MQTT 3.1.1 and 5,
 //! QoS 0/1/2 publish and subscribe, persistent session resume, wills on abrupt and on normal
-//! disconnects.
+//! disconnects, and a broker shutdown as each version sees it.
 
 use std::time::Duration;
 
@@ -19,12 +19,23 @@ pub(crate) enum Version {
 /// What a test sees from a rumqttc event loop, the same for both protocol versions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Seen {
-    ConnAck { session_present: bool, success: bool },
+    ConnAck {
+        session_present: bool,
+        success: bool,
+    },
     SubAck,
-    Publish { topic: String, payload: Bytes, qos: u8 },
+    Publish {
+        topic: String,
+        payload: Bytes,
+        qos: u8,
+    },
     PubAck,
     PubComp,
     OutgoingDisconnect,
+    /// A DISCONNECT from the server (v5 only), with its reason code.
+    ServerDisconnect {
+        reason: u8,
+    },
     Error(String),
 }
 
@@ -149,9 +160,13 @@ pub(crate) async fn connect(
                         Ok(Event::Incoming(Packet::PubComp(_))) => Seen::PubComp,
                         Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => Seen::OutgoingDisconnect,
                         Ok(_) => continue,
+                        // rumqttc reports a server's DISCONNECT as the error that ends the loop.
+                        Err(rumqttc::v5::ConnectionError::MqttState(
+                            rumqttc::v5::StateError::ServerDisconnect { reason_code, .. },
+                        )) => Seen::ServerDisconnect { reason: reason_code as u8 },
                         Err(error) => Seen::Error(error.to_string()),
                     };
-                    let stop = matches!(seen, Seen::Error(_));
+                    let stop = matches!(seen, Seen::Error(_) | Seen::ServerDisconnect { .. });
                     if sender.send(seen).await.is_err() || stop {
                         return;
                     }
@@ -346,4 +361,24 @@ async fn rumqttc_v311_will_is_sent_on_abrupt_loss_and_not_after_disconnect() {
 #[tokio::test]
 async fn rumqttc_v5_will_is_sent_on_abrupt_loss_and_not_after_disconnect() {
     will_depends_on_how_the_client_left(Version::V5).await;
+}
+
+#[tokio::test]
+async fn rumqttc_v5_is_told_the_server_is_shutting_down_and_v311_is_closed() {
+    // The wills a shutdown publishes are checked in the core's tests: rumqttc drops a PUBLISH
+    // read in the same batch as the DISCONNECT that ends its event loop, so it cannot show them.
+    let broker = start_broker().await;
+    let port = broker.local_addr().port();
+    let mut modern = connect(Version::V5, port, "rumqttc-shutdown-v5", CLEAN).await;
+    let mut classic = connect(Version::V311, port, "rumqttc-shutdown-v311", CLEAN).await;
+
+    let started = tokio::time::Instant::now();
+    within("the graceful shutdown", broker.shutdown()).await.expect("clean shutdown");
+    // The peers close as soon as they are told, so the shutdown never waits out the 2 s linger.
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1_500), "shutdown took {took:?}");
+
+    assert_eq!(modern.next("DISCONNECT 0x8B").await, Seen::ServerDisconnect { reason: 0x8B });
+    // MQTT 3.1.1 has no server DISCONNECT: the connection just closes.
+    assert!(matches!(classic.next("the close").await, Seen::Error(_)));
 }

@@ -1,7 +1,7 @@
 //! The broker shell's own bounds, hit on purpose: the connections limit (one connection over it
 //! is accepted and closed, counted) and the per-connection writer queue (a subscriber that stops
 //! reading is closed as a slow consumer, counted, while a reading subscriber carries on), and the
-//! core's timers firing through the shell.
+//! core's timers firing through the shell, and the bounded wait of a graceful shutdown.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -157,4 +157,34 @@ async fn the_cores_keep_alive_timer_fires_through_the_shell() {
     assert_eq!(read_bytes, 0, "a 3.1.1 keep-alive timeout closes without a packet");
     assert!(idle >= Duration::from_millis(1_400) && idle < Duration::from_secs(5), "closed after {idle:?}");
     broker.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn shutdown_flushes_disconnect_0x8b_and_waits_at_most_the_close_linger() {
+    // MQTT 5 CONNECT, clean start, keep-alive 60 s, client id "ling".
+    const CONNECT_V5: &[u8] =
+        &[0x10, 17, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0, 0, 4, b'l', b'i', b'n', b'g'];
+    let close_linger = Duration::from_millis(300);
+    let broker = start_broker_with(BrokerShellConfig { close_linger, ..BrokerShellConfig::default() }).await;
+    let stats = broker.shared_stats();
+    let mut stream = TcpStream::connect(broker.local_addr()).await.expect("TCP connect");
+    stream.write_all(CONNECT_V5).await.expect("write CONNECT");
+    let mut connack_header = [0u8; 2];
+    within("CONNACK", stream.read_exact(&mut connack_header)).await.expect("read");
+    assert_eq!(connack_header[0], 0x20);
+    let mut connack_rest = vec![0u8; usize::from(connack_header[1])];
+    within("CONNACK body", stream.read_exact(&mut connack_rest)).await.expect("read");
+    assert_eq!(connack_rest[1], 0x00, "CONNACK success");
+
+    // This peer reads but never closes its side, so the shell waits out the whole linger.
+    let started = tokio::time::Instant::now();
+    within("the graceful shutdown", broker.shutdown()).await.expect("clean shutdown");
+    let took = started.elapsed();
+    assert!(took >= close_linger && took < close_linger + Duration::from_secs(2), "took {took:?}");
+    assert_eq!(stats.snapshot().shutdown_writers_aborted, 1, "the lingering writer was aborted");
+
+    let mut disconnect = Vec::new();
+    within("DISCONNECT then EOF", stream.read_to_end(&mut disconnect)).await.expect("read to EOF");
+    assert_eq!(disconnect.first(), Some(&0xE0), "a DISCONNECT: {disconnect:?}");
+    assert_eq!(disconnect.get(2), Some(&0x8B), "reason Server shutting down: {disconnect:?}");
 }

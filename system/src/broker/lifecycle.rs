@@ -1,6 +1,6 @@
 //! Connection and session lifecycle: CONNECT validation and CONNACK, session creation, resume,
 //! takeover and clean start, DISCONNECT, every way a connection closes, will messages (with the v5
-//! Will Delay Interval) and session expiry.
+//! Will Delay Interval, and all of them at once on shutdown) and session expiry.
 //!
 //! This module owns the rules of spec sections 3.1, 3.2, 3.14 and 4.1 as they apply to a server.
 //! It must never route messages itself (it hands wills to `routing`) or touch the codec directly.
@@ -444,6 +444,35 @@ impl Broker {
         }
         assert!(at <= now);
         self.end_session(now, key, SessionEnd::Expired);
+    }
+
+    /// Publishes every will before a shutdown closes the connections: those of connected
+    /// sessions (a server close is not a client DISCONNECT, spec 3.1.2.5) and those waiting for
+    /// their Will Delay Interval (the session ends with the broker, spec 3.1.3.2.2), in session
+    /// order so that the same inputs give the same output.
+    pub(super) fn publish_wills_for_shutdown(&mut self, now: Time) {
+        assert!(!self.shut_down, "wills are published once, before the closes");
+        let mut keys: Vec<SessionKey> = self
+            .sessions
+            .iter()
+            .filter(|(_, session)| session.will.is_some() || session.pending_will.is_some())
+            .map(|(key, _)| *key)
+            .collect();
+        keys.sort_unstable();
+        for key in keys {
+            let session = self.sessions.get_mut(&key).expect("collected above");
+            let will = match (session.will.take(), session.pending_will.take()) {
+                (Some(will), None) => will,
+                (None, Some(pending)) => pending.will,
+                (Some(_), Some(_)) => panic!("a session has a will or a pending will, never both"),
+                (None, None) => unreachable!("filtered above"),
+            };
+            let client_id = session.client_id.clone();
+            self.publish_will(now, key, &client_id, *will);
+        }
+        assert!(
+            self.sessions.values().all(|session| session.will.is_none() && session.pending_will.is_none())
+        );
     }
 
     fn publish_will(&mut self, now: Time, key: SessionKey, client_id: &Arc<str>, will: Will) {

@@ -23,6 +23,11 @@
 //! - A takeover continues the session unless the new CONNECT has Clean Start 1, whatever the old
 //!   session's expiry; the old will follows spec 3.1.4.
 //! - Outbound topic aliases are assigned first come up to the client's maximum and never replaced.
+//! - [`Broker::shutdown`] publishes every will first (the server closes the connections, which is
+//!   not a client DISCONNECT, spec 3.1.2.5; delayed wills too, since the session ends with this
+//!   in-memory broker, spec 3.1.3.2.2; Mosquitto does the same), so subscribers still connected
+//!   receive them, then sends DISCONNECT 0x8B to v5 clients and closes every connection. Sessions
+//!   are not persisted: they and their queued messages are lost with the broker instance.
 
 mod config;
 mod connection;
@@ -87,6 +92,9 @@ pub enum BrokerEvent {
     SessionExpired { client_id: Arc<str> },
     /// A will message was published.
     WillPublished { client_id: Arc<str>, topic: Arc<str> },
+    /// [`Broker::shutdown`] ran: every open connection was closed (each also reported as
+    /// [`BrokerEvent::ConnectionClosed`]) after `wills_published` wills were published.
+    ShutDown { connections_closed: u64, wills_published: u64 },
     /// A message copy for (or from) this client was dropped. `topic` and `payload` identify the
     /// message (so an oracle can account for each drop); the payload is shared, not copied.
     MessageDropped { client_id: Arc<str>, reason: DropReason, topic: Arc<str>, payload: Bytes },
@@ -116,6 +124,8 @@ pub struct Broker {
     /// Reused by routing so that matching a topic allocates nothing in the steady state.
     match_stack: Vec<(u32, usize)>,
     match_entries: Vec<TrieEntry>,
+    /// Set by [`Broker::shutdown`]; from then on inputs are only counted.
+    shut_down: bool,
 }
 
 impl Broker {
@@ -139,6 +149,7 @@ impl Broker {
             stats: BrokerStats::default(),
             match_stack: Vec::new(),
             match_entries: Vec::new(),
+            shut_down: false,
         }
     }
 
@@ -179,12 +190,56 @@ impl Broker {
         Some((session.inflight.len(), session.queue.len()))
     }
 
-    /// A transport connection was accepted.
+    /// Whether [`Broker::shutdown`] has run.
+    pub fn is_shut_down(&self) -> bool {
+        self.shut_down
+    }
+
+    /// Shuts the broker down gracefully. Every will is published first (see the module doc for
+    /// why), so subscribers that are still connected receive them; then every open connection is
+    /// closed: v5 clients that completed CONNECT get DISCONNECT 0x8B Server shutting down (spec
+    /// 3.14.2.1) before their `Transmit::Close`, v3.1.1 clients and connections that never sent
+    /// CONNECT just a close. Afterwards the broker accepts nothing: a new connection is closed at
+    /// once, other inputs are ignored, each counted, and no timer fires. A second call does
+    /// nothing.
+    pub fn shutdown(&mut self, now: Time) {
+        if self.shut_down {
+            return;
+        }
+        let wills_before = self.stats.wills_published;
+        self.publish_wills_for_shutdown(now);
+        let mut open: Vec<ConnectionId> = self.connections.keys().copied().collect();
+        // Sorted so that the same inputs give the same transmit order.
+        open.sort_unstable();
+        for &connection in &open {
+            self.close_connection(
+                now,
+                connection,
+                CloseCause::Broker { reason: ReasonCode::SERVER_SHUTTING_DOWN },
+            );
+        }
+        self.shut_down = true;
+        self.timers = Timers::default();
+        let connections_closed = open.len() as u64;
+        self.stats.shutdown_closes += connections_closed;
+        let wills_published = self.stats.wills_published - wills_before;
+        self.emit(BrokerEvent::ShutDown { connections_closed, wills_published });
+        assert!(self.connections.is_empty(), "shutdown closes every connection");
+        assert_eq!(self.connected_count, 0);
+        assert!(self.poll_timeout().is_none(), "no timer fires after shutdown");
+    }
+
+    /// A transport connection was accepted. After [`Broker::shutdown`] it is closed at once.
     pub fn handle_connection_opened(&mut self, now: Time, connection: ConnectionId) {
         assert!(
             !self.connections.contains_key(&connection),
             "connection ids are never reused: {connection:?}"
         );
+        if self.shut_down {
+            self.stats.connections_refused_after_shutdown += 1;
+            self.output_ready.push_back(Transmit::Close { connection });
+            return;
+        }
         self.connections.insert(connection, Box::new(Connection::new(connection, now)));
         self.stats.connections_opened += 1;
         self.stats.connections_current += 1;
@@ -196,6 +251,11 @@ impl Broker {
     /// Bytes arrived on a connection (any split: partial packets are buffered). Bytes for a
     /// connection the broker already closed are ignored.
     pub fn handle_bytes(&mut self, now: Time, connection: ConnectionId, bytes: &[u8]) {
+        if self.shut_down {
+            assert!(self.connections.is_empty());
+            self.stats.inputs_ignored_after_shutdown += 1;
+            return;
+        }
         let Some(state) = self.connections.get_mut(&connection) else {
             return;
         };
@@ -242,6 +302,11 @@ impl Broker {
     /// preceded it, this is an abnormal loss: the will is published. Unknown (already closed)
     /// connections are ignored.
     pub fn handle_connection_lost(&mut self, now: Time, connection: ConnectionId) {
+        if self.shut_down {
+            assert!(self.connections.is_empty());
+            self.stats.inputs_ignored_after_shutdown += 1;
+            return;
+        }
         if self.connections.contains_key(&connection) {
             self.stats.connections_lost += 1;
             self.close_connection(now, connection, CloseCause::TransportLost);
@@ -250,8 +315,12 @@ impl Broker {
     }
 
     /// Fires every timer due at or before `now` (connect timeout, keep-alive, will delay, session
-    /// expiry).
+    /// expiry). Nothing fires after [`Broker::shutdown`].
     pub fn handle_timeout(&mut self, now: Time) {
+        if self.shut_down {
+            assert!(self.timers.next_deadline().is_none());
+            return;
+        }
         while let Some((at, timer)) = self.timers.pop_due(now) {
             match timer {
                 Timer::ConnectTimeout(connection) => {

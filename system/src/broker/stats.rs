@@ -100,6 +100,12 @@ pub struct BrokerStats {
     pub retained_messages_current: u64,
     /// Malformed packets and protocol violations, by the reason code the spec names.
     pub protocol_errors: BTreeMap<ReasonCode, u64>,
+    /// Connections closed by [`super::Broker::shutdown`].
+    pub shutdown_closes: u64,
+    /// Connections opened after shutdown, closed at once without reading a byte.
+    pub connections_refused_after_shutdown: u64,
+    /// Bytes and lost-transport reports handed in after shutdown, ignored.
+    pub inputs_ignored_after_shutdown: u64,
     /// Events not buffered because the event queue was full.
     pub events_dropped: u64,
 }

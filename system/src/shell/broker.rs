@@ -13,6 +13,11 @@
 //!   reader task --Bytes---> | actor | (bounded queue per connection: full = slow consumer)
 //!               --Lost----> +-------+ <-- sleep until the core's poll_timeout, shutdown signal
 //! ```
+//!
+//! Shutdown is graceful: the accept loop stops, the core's [`Broker::shutdown`] publishes the
+//! wills and closes every connection (v5 clients get DISCONNECT 0x8B Server shutting down), and
+//! the actor waits, at most [`BrokerShellConfig::close_linger`], for the writers to flush those
+//! last packets and close; writers still busy then are aborted and counted.
 
 use std::future::Future;
 use std::io;
@@ -53,7 +58,9 @@ pub struct BrokerShellConfig {
     /// How long a connection the core closed may still drain the peer's bytes after our FIN
     /// before the socket is dropped. Dropping a socket with unread bytes sends a reset, which
     /// may destroy the final packet (a CONNACK or DISCONNECT with a reason) before the peer
-    /// reads it.
+    /// reads it. Also the longest a shutdown waits for the writers to flush their last packets;
+    /// writers still running then are aborted and counted in
+    /// [`BrokerShellStatsSnapshot::shutdown_writers_aborted`].
     pub close_linger: Duration,
 }
 
@@ -97,6 +104,7 @@ struct Counters {
     bytes_sent: AtomicU64,
     transmits_for_gone_connections: AtomicU64,
     events_dropped: AtomicU64,
+    shutdown_writers_aborted: AtomicU64,
 }
 
 /// A point-in-time copy of [`BrokerShellStats`].
@@ -120,6 +128,9 @@ pub struct BrokerShellStatsSnapshot {
     /// Core events not handed to the observer because its queue was full (see
     /// [`BrokerObserver::events`]).
     pub events_dropped: u64,
+    /// Writers still flushing or lingering when a shutdown's wait (`close_linger`) ended; they
+    /// were aborted, so their peers may have missed the last packets.
+    pub shutdown_writers_aborted: u64,
 }
 
 impl BrokerShellStats {
@@ -135,6 +146,7 @@ impl BrokerShellStats {
             bytes_sent: counters.bytes_sent.load(Ordering::Relaxed),
             transmits_for_gone_connections: counters.transmits_for_gone_connections.load(Ordering::Relaxed),
             events_dropped: counters.events_dropped.load(Ordering::Relaxed),
+            shutdown_writers_aborted: counters.shutdown_writers_aborted.load(Ordering::Relaxed),
         }
     }
 
@@ -208,6 +220,12 @@ impl BrokerHandle {
         self.stats.snapshot()
     }
 
+    /// The shell's shared counters, readable after [`BrokerHandle::shutdown`] has taken the
+    /// handle (what the shutdown itself counted, say).
+    pub fn shared_stats(&self) -> BrokerShellStats {
+        self.stats.clone()
+    }
+
     /// Waits until the broker stops by itself, which only a bug does (a panic in the core, say):
     /// a long-running caller selects on this next to its own shutdown signal.
     /// Cancel-safe; once it has returned, [`BrokerHandle::shutdown`] has nothing left to stop.
@@ -222,7 +240,9 @@ impl BrokerHandle {
         }
     }
 
-    /// Stops the broker: the listener closes and every connection is dropped.
+    /// Stops the broker gracefully: the listener closes, the core publishes the wills and closes
+    /// every connection (DISCONNECT 0x8B to v5 clients), and the shell waits at most
+    /// [`BrokerShellConfig::close_linger`] for those last packets to be flushed.
     pub async fn shutdown(mut self) -> io::Result<()> {
         let sender = self.shutdown.take().expect("shutdown is called once, by value");
         let _ = sender.send(());
@@ -243,7 +263,8 @@ impl Drop for BrokerHandle {
     }
 }
 
-/// Runs a broker on `listener` until `shutdown` completes.
+/// Runs a broker on `listener` until `shutdown` completes, then shuts it down gracefully (see the
+/// module doc).
 ///
 /// The listener is taken already bound so that callers learn the local address first (port 0)
 /// and so that a turmoil host can bind inside its own simulation.
@@ -262,18 +283,25 @@ pub async fn run_broker<N: Net, C: Clock>(
 
     let BrokerObserver { stats, events } = observer;
     let (input_sender, input_receiver) = mpsc::channel(shell_config.input_queue_limit);
-    let _accept_task =
+    let close_linger = shell_config.close_linger;
+    let accept_task =
         AbortOnDrop(tokio::spawn(accept_loop(net, listener, shell_config, input_sender, stats.clone())));
     let mut actor = BrokerActor {
         broker: Broker::new(broker_config),
         clock,
         connections: FxHashMap::default(),
+        closing_writers: Vec::new(),
         stats,
         events,
     };
-    actor.run(input_receiver, shutdown).await;
-    // Dropping the actor drops every connection; dropping the accept task's guard closes the
-    // listener. Both also happen when this future is dropped unfinished (the task was aborted).
+    let mut input_receiver = input_receiver;
+    actor.run(&mut input_receiver, shutdown).await;
+    // Dropping the accept task's guard closes the listener, so no connection arrives during the
+    // shutdown; those it already handed over are refused by the core.
+    drop(accept_task);
+    actor.shut_down(&mut input_receiver, close_linger).await;
+    // Dropping the actor aborts whatever is left. Both drops also happen when this future is
+    // dropped unfinished (the task was aborted).
     drop(actor);
     info!(%local_addr, "broker stopped");
     Ok(())
@@ -296,7 +324,8 @@ enum WriterCommand {
 
 struct ConnectionTasks {
     reader: AbortHandle,
-    writer: AbortHandle,
+    /// Kept (not just an abort handle) so that a shutdown can wait for the writer to finish.
+    writer: JoinHandle<()>,
 }
 
 impl ConnectionTasks {
@@ -321,6 +350,9 @@ struct BrokerActor<C: Clock> {
     /// Connections the core considers open. A connection leaves this map exactly when the core
     /// learns it is gone (Lost handed in) or decides so itself (Close polled out).
     connections: FxHashMap<ConnectionId, ConnectionEntry>,
+    /// Writers closing their connection during a shutdown, awaited (bounded) before the shell
+    /// stops. Empty until then: outside a shutdown a closing writer runs on by itself.
+    closing_writers: Vec<JoinHandle<()>>,
     stats: BrokerShellStats,
     events: Option<mpsc::Sender<BrokerEvent>>,
 }
@@ -328,7 +360,7 @@ struct BrokerActor<C: Clock> {
 impl<C: Clock> BrokerActor<C> {
     async fn run(
         &mut self,
-        mut inputs: mpsc::Receiver<ConnectionInput>,
+        inputs: &mut mpsc::Receiver<ConnectionInput>,
         shutdown: impl Future<Output = ()> + Send,
     ) {
         let mut shutdown = std::pin::pin!(shutdown);
@@ -360,6 +392,48 @@ impl<C: Clock> BrokerActor<C> {
             }
             self.drain_outputs();
         }
+    }
+
+    /// Shuts the core down, hands its last transmits to the writers and waits until every
+    /// closing writer has finished or `close_linger` has passed, whichever is first. Inputs keep
+    /// being taken meanwhile: a reader blocked on a full input queue would hold its writer's
+    /// linger open.
+    async fn shut_down(&mut self, inputs: &mut mpsc::Receiver<ConnectionInput>, close_linger: Duration) {
+        let open_before = self.connections.len();
+        self.broker.shutdown(self.clock.now());
+        self.drain_outputs();
+        assert!(self.connections.is_empty(), "the core closed every connection");
+        assert!(self.closing_writers.len() <= open_before);
+        let deadline = tokio::time::sleep(close_linger);
+        let mut deadline = std::pin::pin!(deadline);
+        let mut check = tokio::time::interval(Duration::from_millis(10));
+        let mut inputs_open = true;
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut deadline => break,
+                _ = check.tick() => {
+                    if self.closing_writers.iter().all(JoinHandle::is_finished) {
+                        break;
+                    }
+                }
+                input = inputs.recv(), if inputs_open => match input {
+                    Some(input) => {
+                        self.handle_input(input);
+                        self.drain_outputs();
+                    }
+                    None => inputs_open = false,
+                },
+            }
+        }
+        let unfinished: Vec<JoinHandle<()>> =
+            self.closing_writers.drain(..).filter(|writer| !writer.is_finished()).collect();
+        BrokerShellStats::add(&self.stats.counters.shutdown_writers_aborted, unfinished.len() as u64);
+        for writer in &unfinished {
+            writer.abort();
+        }
+        info!(connections = open_before, writers_aborted = unfinished.len(), "broker shut down");
+        assert!(self.closing_writers.is_empty());
     }
 
     fn handle_input(&mut self, input: ConnectionInput) {
@@ -447,6 +521,8 @@ impl<C: Clock> BrokerActor<C> {
             // Either the queue is full (the peer is not reading, so a graceful close would
             // never finish) or the writer already stopped: drop the socket now.
             entry.tasks.abort();
+        } else if self.broker.is_shut_down() {
+            self.closing_writers.push(entry.tasks.writer);
         }
     }
 }
@@ -455,6 +531,9 @@ impl<C: Clock> Drop for BrokerActor<C> {
     fn drop(&mut self) {
         for (_, entry) in self.connections.drain() {
             entry.tasks.abort();
+        }
+        for writer in self.closing_writers.drain(..) {
+            writer.abort();
         }
         assert!(self.connections.is_empty());
     }
@@ -525,7 +604,7 @@ async fn accept_loop<N: Net>(
             inputs.clone(),
             ConnectionGuard { _permit: permit, stats: stats.clone() },
         ));
-        let tasks = ConnectionTasks { reader: reader_abort, writer: writer.abort_handle() };
+        let tasks = ConnectionTasks { reader: reader_abort, writer };
         let opened = ConnectionInput::Opened { connection, writer: writer_sender, tasks };
         if inputs.send(opened).await.is_err() {
             return;

@@ -999,3 +999,100 @@ fn bytes_split_anywhere_give_the_same_output() {
         assert_eq!(run(chunk_len), whole, "chunks of {chunk_len} bytes");
     }
 }
+
+#[test]
+fn shutdown_sends_v5_disconnect_0x8b_and_closes_v311_and_pre_connect_connections() {
+    let mut h = harness();
+    let modern = h.connect("modern", V5, true);
+    let classic = h.connect("classic", V311, true);
+    let silent = h.open();
+    h.broker.shutdown(h.now);
+    h.flush();
+    assert!(
+        matches!(&h.take(modern)[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::SERVER_SHUTTING_DOWN),
+        "a v5 client is told why before the close"
+    );
+    assert!(h.take(classic).is_empty(), "v3.1.1 has no server DISCONNECT");
+    assert!(h.take(silent).is_empty(), "no DISCONNECT before CONNACK (spec 4.13.2)");
+    assert!(h.is_closed(modern) && h.is_closed(classic) && h.is_closed(silent));
+    assert!(h.broker.is_shut_down());
+    let stats = h.broker.stats();
+    assert_eq!(stats.shutdown_closes, 3);
+    assert_eq!(stats.connections_current, 0);
+    assert_eq!((h.broker.connection_count(), h.broker.connected_count()), (0, 0));
+    let shutdown_closes = h
+        .events
+        .iter()
+        .filter(|event| {
+            matches!(event, BrokerEvent::ConnectionClosed { reason, .. }
+                if *reason == ReasonCode::SERVER_SHUTTING_DOWN)
+        })
+        .count();
+    assert_eq!(shutdown_closes, 3);
+    assert_eq!(h.events.last(), Some(&BrokerEvent::ShutDown { connections_closed: 3, wills_published: 0 }));
+}
+
+#[test]
+fn shutdown_publishes_every_will_first_so_connected_subscribers_receive_them() {
+    let mut h = harness();
+    let watcher = h.connect_idle("watcher");
+    h.send(watcher, &subscribe(1, "wills/#", QoS::AtLeastOnce));
+    h.take(watcher);
+    let mut connect = connect_packet("dev", V5, true);
+    connect.will = Some(will("wills/dev", b"now", None));
+    let (dev, _) = h.connect_with(connect);
+    // A will waiting for its delay is published too: the session ends with the broker.
+    let mut connect = connect_packet("sleepy", V5, false);
+    connect.properties.session_expiry_interval_secs = Some(3_600);
+    connect.will = Some(will("wills/sleepy", b"delayed", Some(600)));
+    let (sleepy, _) = h.connect_with(connect);
+    h.lose(sleepy);
+    assert!(h.take(watcher).is_empty(), "the delay has not passed");
+    h.broker.shutdown(h.now);
+    h.flush();
+    let received = h.take(watcher);
+    assert_eq!(payloads(&received).len(), 2, "both wills: {received:?}");
+    assert!(
+        matches!(received.last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::SERVER_SHUTTING_DOWN),
+        "the wills come before the watcher's own DISCONNECT"
+    );
+    assert!(h.is_closed(dev) && h.is_closed(watcher));
+    assert_eq!(h.broker.stats().wills_published, 2);
+    assert_eq!(h.broker.stats().wills_discarded, 0);
+    assert_eq!(h.broker.stats().shutdown_closes, 2);
+    assert_eq!(h.events.last(), Some(&BrokerEvent::ShutDown { connections_closed: 2, wills_published: 2 }));
+}
+
+#[test]
+fn after_shutdown_connections_are_refused_and_inputs_only_counted() {
+    let mut h = harness();
+    let mut connect = connect_packet("keeper", V5, false);
+    connect.properties.session_expiry_interval_secs = Some(3_600);
+    let (keeper, _) = h.connect_with(connect);
+    h.broker.shutdown(h.now);
+    h.flush();
+    assert!(h.is_closed(keeper));
+    assert_eq!(h.broker.poll_timeout(), None, "no timer is left to fire");
+    let stats_after_shutdown = h.broker.stats().clone();
+    let sessions_after_shutdown = h.broker.session_count();
+
+    let late = h.open();
+    h.flush();
+    assert!(h.is_closed(late), "a connection after shutdown is closed at once");
+    assert_eq!(h.broker.connection_count(), 0);
+    h.send_raw(late, &[0x10, 0x00]);
+    h.lose(keeper);
+    h.advance(Duration::from_secs(7_200));
+    h.broker.shutdown(h.now);
+    h.flush();
+
+    assert!(h.take(late).is_empty());
+    let stats = h.broker.stats();
+    assert_eq!(stats.connections_refused_after_shutdown, 1);
+    assert_eq!(stats.inputs_ignored_after_shutdown, 2);
+    assert_eq!(stats.shutdown_closes, 1, "a second shutdown does nothing");
+    assert_eq!(stats.connections_opened, stats_after_shutdown.connections_opened);
+    assert_eq!(stats.sessions_expired, 0, "session expiry does not fire after shutdown");
+    assert_eq!(h.broker.session_count(), sessions_after_shutdown, "the session stays until the broker goes");
+    assert_eq!(h.events.iter().filter(|event| matches!(event, BrokerEvent::ShutDown { .. })).count(), 1);
+}

@@ -391,13 +391,13 @@ fn plan_disconnect(
     Ok(disconnect_len(disconnect.reason_code, plan.properties_len, version))
 }
 
-/// Spec 3.14.2.1: Remaining Length 0 for Normal disconnection without properties; the property
-/// length is omitted when there are no properties.
+/// Spec 3.14.2.1: Remaining Length 0 for Normal disconnection without properties. Any other
+/// reason code is followed by the property length even when it is 0: the spec lets it be left
+/// out (3.14.2.2.1), but rumqttc 0.25 then waits for it and never reports the reason.
 fn disconnect_len(reason_code: ReasonCode, properties_len: usize, version: ProtocolVersion) -> usize {
     match version {
         ProtocolVersion::V311 => 0,
         ProtocolVersion::V5 if properties_len == 0 && reason_code == ReasonCode::NORMAL_DISCONNECTION => 0,
-        ProtocolVersion::V5 if properties_len == 0 => 1,
         ProtocolVersion::V5 => 1 + block_len(properties_len, version),
     }
 }

@@ -293,6 +293,11 @@ mod tests {
         assert_eq!(&roundtrip(Packet::PingReq, v3)[..], &[0xC0, 0x00]);
         assert_eq!(&roundtrip(Packet::PubAck(PubReply::success(id(7))), v5)[..], &[0x40, 0x02, 0x00, 0x07]);
         assert_eq!(&roundtrip(Packet::Disconnect(Disconnect::normal()), v5)[..], &[0xE0, 0x00]);
+        assert_eq!(
+            &roundtrip(Packet::Disconnect(Disconnect::with_reason(ReasonCode::SERVER_SHUTTING_DOWN)), v5)[..],
+            &[0xE0, 0x02, 0x8B, 0x00],
+            "a reason code travels with an explicit empty property length, which rumqttc needs"
+        );
         let publish = Publish {
             dup: false,
             qos: QoS::AtLeastOnce,
