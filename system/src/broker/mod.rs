@@ -116,6 +116,9 @@ pub struct Broker {
     /// Reused by routing so that matching a topic allocates nothing in the steady state.
     match_stack: Vec<(u32, usize)>,
     match_entries: Vec<TrieEntry>,
+    /// Reused for the topic of every outbound PUBLISH, so a delivery allocates no topic string.
+    /// Bounded by the longest topic routed (65,535 bytes at most).
+    delivery_topic_buffer: String,
 }
 
 impl Broker {
@@ -139,6 +142,7 @@ impl Broker {
             stats: BrokerStats::default(),
             match_stack: Vec::new(),
             match_entries: Vec::new(),
+            delivery_topic_buffer: String::new(),
         }
     }
 
