@@ -399,7 +399,7 @@ impl Broker {
                 }
                 if let Some(packet_id) = packet_id {
                     self.stats.queued_bytes_current += delivery.message.quota_bytes();
-                    session.inflight.push_back(InflightEntry {
+                    session.push_inflight(InflightEntry {
                         packet_id,
                         state: InflightState::AwaitingAck,
                         delivery: Some(delivery),
