@@ -112,6 +112,18 @@ pub struct DuePublish {
     pub message: OutgoingPublish,
 }
 
+impl DuePublish {
+    /// Moves the stamped message out (for the client core), leaving an empty one behind: the
+    /// sequence number and planned time stay for [`DeviceAgent::publish_accepted`] and
+    /// [`DeviceAgent::publish_refused`]. Saves cloning the topic and properties per publish.
+    pub fn take_message(&mut self) -> OutgoingPublish {
+        let placeholder = OutgoingPublish::new(String::new(), bytes::Bytes::new(), self.message.qos);
+        let message = std::mem::replace(&mut self.message, placeholder);
+        assert!(self.message.topic.is_empty() && self.message.payload.is_empty());
+        message
+    }
+}
+
 /// What a device's publish attempt or client event meant for the ledger; engines hash these
 /// into their trace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -619,9 +619,9 @@ impl FastWorld {
         let client = &mut self.clients[index];
         let Role::Device(device) = &mut client.role else { unreachable!("only devices publish") };
         let publisher_id = device.publisher_id();
-        while let Some(due) = device.take_due(now, &mut self.payload_buffer) {
+        while let Some(mut due) = device.take_due(now, &mut self.payload_buffer) {
             self.stats.publish_attempts += 1;
-            let record = match client.core.publish(now, due.message.clone()) {
+            let record = match client.core.publish(now, due.take_message()) {
                 Ok(token) => device.publish_accepted(&due, token, now, &mut self.ledger),
                 Err(error) => device.publish_refused(&due, &error, &mut self.declared_drops),
             };

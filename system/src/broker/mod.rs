@@ -126,6 +126,9 @@ pub struct Broker {
     match_entries: Vec<TrieEntry>,
     /// Set by [`Broker::shutdown`]; from then on inputs are only counted.
     shut_down: bool,
+    /// Reused for the topic of every outbound PUBLISH, so a delivery allocates no topic string.
+    /// Bounded by the longest topic routed (65,535 bytes at most).
+    delivery_topic_buffer: String,
 }
 
 impl Broker {
@@ -150,6 +153,7 @@ impl Broker {
             match_stack: Vec::new(),
             match_entries: Vec::new(),
             shut_down: false,
+            delivery_topic_buffer: String::new(),
         }
     }
 

@@ -353,7 +353,11 @@ impl Broker {
         let session = self.sessions.get_mut(&key).expect("caller checked");
         let connection_id = session.connection.expect("only online sessions transmit");
         let packet_id = (delivery.qos != QoS::AtMostOnce).then(|| session.allocate_packet_id());
-        let mut publish = publish_packet(&delivery, session.protocol, packet_id, false, now);
+        // The topic goes into a reused buffer: no allocation per delivery in the steady state.
+        let mut topic = std::mem::take(&mut self.delivery_topic_buffer);
+        topic.clear();
+        topic.push_str(&delivery.message.topic);
+        let mut publish = publish_packet(&delivery, session.protocol, packet_id, false, now, topic);
         let state = self.connections.get_mut(&connection_id).expect("sessions point at open connections");
         // Outbound topic alias (v5, spec 3.3.2.3.4): a topic seen before on this connection goes
         // as its alias with an empty topic name; a new one takes the next free alias while any
@@ -381,6 +385,9 @@ impl Broker {
             &mut self.output_pending,
             &mut self.stats,
         );
+        if let Packet::Publish(publish) = packet {
+            self.delivery_topic_buffer = publish.topic;
+        }
         match written {
             Ok(Some(_)) => {
                 self.stats.messages_delivered += 1;
@@ -392,7 +399,7 @@ impl Broker {
                 }
                 if let Some(packet_id) = packet_id {
                     self.stats.queued_bytes_current += delivery.message.quota_bytes();
-                    session.inflight.push_back(InflightEntry {
+                    session.push_inflight(InflightEntry {
                         packet_id,
                         state: InflightState::AwaitingAck,
                         delivery: Some(delivery),
@@ -429,6 +436,7 @@ impl Broker {
                         Some(entry.packet_id),
                         true,
                         now,
+                        String::from(&*delivery.message.topic),
                     ))
                 }
                 InflightState::AwaitingComp => Packet::PubRel(PubReply::success(entry.packet_id)),
@@ -669,14 +677,17 @@ impl Broker {
 
 /// The PUBLISH a subscriber receives for a delivery: QoS and RETAIN per subscription, the
 /// remaining expiry (the original interval minus the time spent in the broker), identifiers.
+/// `topic` holds the message's topic (the caller may bring a reused buffer).
 fn publish_packet(
     delivery: &Delivery,
     protocol: ProtocolVersion,
     packet_id: Option<crate::mqtt::PacketId>,
     dup: bool,
     now: Time,
+    topic: String,
 ) -> Publish {
     let message = &delivery.message;
+    assert_eq!(topic.as_str(), &*message.topic, "the PUBLISH carries the message's topic");
     let properties = match protocol {
         ProtocolVersion::V311 => Properties::default(),
         ProtocolVersion::V5 => {
@@ -695,7 +706,7 @@ fn publish_packet(
         dup,
         qos: delivery.qos,
         retain: delivery.retain,
-        topic: String::from(&*message.topic),
+        topic,
         packet_id,
         properties,
         payload: message.payload.clone(),

@@ -109,6 +109,12 @@ pub(super) struct Session {
     /// The client's Maximum Packet Size (v5), `u32::MAX` when it set none.
     pub client_max_packet_size: u32,
     next_packet_id: u16,
+    /// True when the ids of `inflight`, front to back, ascend cyclically without passing the
+    /// front's id again, so every id in use lies in the cyclic range `front..=back` and
+    /// [`Session::allocate_packet_id`] needs no scan for a candidate outside it. Removals keep
+    /// this true (a subsequence ascends too); only [`Session::push_inflight`] can end it, and a
+    /// push onto an empty window starts it again. False is always safe (the id search scans).
+    inflight_ids_ascending: bool,
     /// Inbound QoS 2 packet ids whose PUBLISH was routed and whose PUBREL has not arrived.
     pub inbound_qos2: Vec<PacketId>,
     /// The will of the current connection (published on abnormal loss).
@@ -131,6 +137,7 @@ impl Session {
             send_window: 1,
             client_max_packet_size: u32::MAX,
             next_packet_id: 1,
+            inflight_ids_ascending: true,
             inbound_qos2: Vec::new(),
             will: None,
             pending_will: None,
@@ -149,11 +156,45 @@ impl Session {
         loop {
             let candidate = NonZeroU16::new(self.next_packet_id).expect("packet ids skip zero");
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
-            // Acks arrive mostly in order, so collisions are rare; the scan is bounded by the window.
-            if !self.inflight.iter().any(|entry| entry.packet_id == candidate) {
+            // The common case is O(1): ids ascend and the candidate lies past the newest one. Only
+            // otherwise the window is scanned (acks arrive mostly in order, so collisions are rare).
+            let outside_range = self.candidate_outside_inflight_range(candidate);
+            let in_use = !outside_range && self.inflight.iter().any(|entry| entry.packet_id == candidate);
+            debug_assert!(
+                !outside_range || self.inflight.iter().all(|entry| entry.packet_id != candidate),
+                "packet id {candidate} is outside the inflight range but in use"
+            );
+            if !in_use {
                 return candidate;
             }
         }
+    }
+
+    /// True when `candidate` is provably not in use: the window is empty, or its ids ascend
+    /// cyclically and `candidate` lies outside the cyclic range from the front's id to the back's.
+    fn candidate_outside_inflight_range(&self, candidate: PacketId) -> bool {
+        let (Some(front), Some(back)) = (self.inflight.front(), self.inflight.back()) else {
+            return true;
+        };
+        self.inflight_ids_ascending
+            && packet_id_distance(front.packet_id, candidate)
+                > packet_id_distance(front.packet_id, back.packet_id)
+    }
+
+    /// Appends an entry to the inflight window (its id from [`Session::allocate_packet_id`]) and
+    /// keeps `inflight_ids_ascending` up to date.
+    pub fn push_inflight(&mut self, entry: InflightEntry) {
+        assert!(self.inflight.len() < usize::from(u16::MAX), "inflight window holds every id");
+        self.inflight_ids_ascending = match (self.inflight.front(), self.inflight.back()) {
+            (Some(front), Some(back)) => {
+                let span = packet_id_distance(front.packet_id, back.packet_id);
+                let step = packet_id_distance(back.packet_id, entry.packet_id);
+                // Still ascending when the new id follows the back without reaching the front.
+                self.inflight_ids_ascending && step > 0 && span + step < u32::from(u16::MAX)
+            }
+            _ => true,
+        };
+        self.inflight.push_back(entry);
     }
 
     pub fn inflight_position(&self, packet_id: PacketId) -> Option<usize> {
@@ -163,6 +204,14 @@ impl Session {
     pub fn subscription_position(&self, filter: &str) -> Option<usize> {
         self.subscriptions.iter().position(|subscription| &**subscription == filter)
     }
+}
+
+/// How many steps the packet id counter takes from `from` to `to` (ids cycle through 1..=65535).
+fn packet_id_distance(from: PacketId, to: PacketId) -> u32 {
+    let ids = u32::from(u16::MAX);
+    let distance = (u32::from(to.get()) + ids - u32::from(from.get())) % ids;
+    assert!(distance < ids);
+    distance
 }
 
 #[cfg(test)]
@@ -187,14 +236,14 @@ mod tests {
         session.next_packet_id = u16::MAX;
         let last = session.allocate_packet_id();
         assert_eq!(last.get(), u16::MAX);
-        session.inflight.push_back(InflightEntry {
+        session.push_inflight(InflightEntry {
             packet_id: last,
             state: InflightState::AwaitingComp,
             delivery: None,
         });
         let wrapped = session.allocate_packet_id();
         assert_eq!(wrapped.get(), 1, "zero is skipped on wrap-around");
-        session.inflight.push_back(InflightEntry {
+        session.push_inflight(InflightEntry {
             packet_id: wrapped,
             state: InflightState::AwaitingComp,
             delivery: None,
@@ -202,5 +251,42 @@ mod tests {
         session.next_packet_id = u16::MAX;
         let next = session.allocate_packet_id();
         assert_eq!(next.get(), 2, "{} and 1 are still in flight", u16::MAX);
+    }
+
+    #[test]
+    fn a_stuck_oldest_id_is_never_reallocated_over_many_laps_of_the_counter() {
+        let mut session = Session::new(Arc::from("c"), ProtocolVersion::V5);
+        session.send_window = u16::MAX;
+        let stuck = session.allocate_packet_id();
+        session.push_inflight(InflightEntry {
+            packet_id: stuck,
+            state: InflightState::AwaitingAck,
+            delivery: None,
+        });
+        let mut previous = stuck;
+        for round in 0..140_000_u32 {
+            let id = session.allocate_packet_id();
+            assert_ne!(id, stuck, "round {round}");
+            assert_ne!(id, previous, "round {round}");
+            session.push_inflight(InflightEntry {
+                packet_id: id,
+                state: InflightState::AwaitingAck,
+                delivery: None,
+            });
+            // Keep the newest entry of every other round so the window also holds ids of past laps.
+            if round % 2 == 0 {
+                session.inflight.pop_back();
+            } else {
+                previous = id;
+                if session.inflight.len() > 3 {
+                    session.inflight.remove(1);
+                }
+            }
+            assert_eq!(session.inflight.front().map(|entry| entry.packet_id), Some(stuck));
+        }
+        let mut ids: Vec<u16> = session.inflight.iter().map(|entry| entry.packet_id.get()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), session.inflight.len(), "ids in flight are distinct");
     }
 }

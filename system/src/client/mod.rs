@@ -277,29 +277,39 @@ struct Negotiated {
 /// A PUBLISH packet boxed once at `publish` and encoded in place from then on. The box holds a
 /// `Packet` (always `Packet::Publish`) so that encoding needs no move and no re-allocation.
 #[derive(Debug)]
-struct BoxedPublish(Box<Packet>);
+struct BoxedPublish {
+    packet: Box<Packet>,
+    /// The encoded size, measured once at `publish`: neither the packet id's value (always two
+    /// bytes when present) nor the DUP flag changes it, so sending never measures it again.
+    encoded_len_bytes: usize,
+}
 
 impl BoxedPublish {
-    fn new(publish: Publish) -> BoxedPublish {
-        BoxedPublish(Box::new(Packet::Publish(publish)))
+    /// Boxes `publish` (with a packet id when QoS > 0, so that the size counts it) and measures it.
+    fn new(publish: Publish, protocol: ProtocolVersion) -> Result<BoxedPublish, EncodeError> {
+        assert_eq!(publish.packet_id.is_some(), publish.qos != QoS::AtMostOnce);
+        let packet = Box::new(Packet::Publish(publish));
+        let encoded_len_bytes = codec::encoded_len(&packet, protocol)?;
+        assert!(encoded_len_bytes >= 2, "every MQTT packet has a fixed header");
+        Ok(BoxedPublish { packet, encoded_len_bytes })
     }
 
     fn get(&self) -> &Publish {
-        match &*self.0 {
+        match &*self.packet {
             Packet::Publish(publish) => publish,
             other => unreachable!("BoxedPublish holds a {}", other.name()),
         }
     }
 
     fn get_mut(&mut self) -> &mut Publish {
-        match &mut *self.0 {
+        match &mut *self.packet {
             Packet::Publish(publish) => publish,
             other => unreachable!("BoxedPublish holds a {}", other.name()),
         }
     }
 
     fn packet(&self) -> &Packet {
-        &self.0
+        &self.packet
     }
 }
 
@@ -850,7 +860,7 @@ impl Client {
         if self.pending.len() >= limit {
             return Err(PublishError::QueueFull { limit });
         }
-        let mut publish = BoxedPublish::new(Publish {
+        let publish = Publish {
             dup: false,
             qos: message.qos,
             retain: message.retain,
@@ -859,9 +869,9 @@ impl Client {
             packet_id: (message.qos != QoS::AtMostOnce).then_some(PacketId::MAX),
             properties: message.properties,
             payload: message.payload,
-        });
-        let size_bytes =
-            codec::encoded_len(publish.packet(), self.config.protocol).map_err(PublishError::Invalid)?;
+        };
+        let mut publish = BoxedPublish::new(publish, self.config.protocol).map_err(PublishError::Invalid)?;
+        let size_bytes = publish.encoded_len_bytes;
         let limit_bytes = self.negotiated.server_maximum_packet_size_bytes;
         if size_bytes > limit_bytes as usize {
             return Err(PublishError::PacketTooLarge { size_bytes, limit_bytes });
@@ -952,8 +962,9 @@ impl Client {
             // `publish` refused anything above MQTT's own limit: nothing to measure.
             return None;
         }
-        // Measuring only plans the encoding (no copy); an unencodable packet is caught by `send`.
-        let size_bytes = codec::encoded_len(publish.packet(), self.config.protocol).ok()?;
+        // Measured when the publish was accepted; the real packet id has the placeholder's size.
+        let size_bytes = publish.encoded_len_bytes;
+        debug_assert_eq!(codec::encoded_len(publish.packet(), self.config.protocol).ok(), Some(size_bytes));
         (size_bytes > limit_bytes as usize).then_some(ReasonCode::PACKET_TOO_LARGE)
     }
 
