@@ -46,6 +46,28 @@ async fn run(tool: &str, args: &[&str]) -> String {
     stdout
 }
 
+/// Takes a child's stdout and reads it until a line containing `marker` (bounded), returning the
+/// rest of the stream; a child that exits first fails the test.
+async fn lines_until(
+    child: &mut Child,
+    marker: &str,
+    what: &str,
+) -> tokio::io::Lines<BufReader<tokio::process::ChildStdout>> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    within(&format!("{what} to print {marker:?}"), async {
+        loop {
+            let line = lines.next_line().await.expect("read stdout");
+            let line = line.unwrap_or_else(|| panic!("{what} exited before printing {marker:?}"));
+            if line.contains(marker) {
+                break;
+            }
+        }
+    })
+    .await;
+    lines
+}
+
 /// A running `mosquitto_sub` whose subscription the broker has acknowledged.
 struct Subscriber {
     child: Child,
@@ -64,18 +86,7 @@ impl Subscriber {
         let mut all_args = vec!["-oL", "mosquitto_sub", "-d", "-F", FORMAT];
         all_args.extend_from_slice(args);
         let mut child = spawn("stdbuf", &all_args);
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        within("mosquitto_sub to receive its SUBACK", async {
-            loop {
-                let line = lines.next_line().await.expect("read stdout");
-                let line = line.unwrap_or_else(|| panic!("mosquitto_sub {args:?} exited before its SUBACK"));
-                if line.contains("received SUBACK") {
-                    break;
-                }
-            }
-        })
-        .await;
+        let lines = lines_until(&mut child, "received SUBACK", &format!("mosquitto_sub {args:?}")).await;
         Subscriber { child, lines }
     }
 
@@ -323,18 +334,8 @@ async fn connected_publisher_with_will(
         Ok(child) => child,
         Err(error) => panic!("cannot run stdbuf mosquitto_pub (install mosquitto-clients): {error}"),
     };
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    within("mosquitto_pub to receive its CONNACK", async {
-        loop {
-            let line = lines.next_line().await.expect("read stdout");
-            let line = line.unwrap_or_else(|| panic!("mosquitto_pub {args:?} exited before its CONNACK"));
-            if line.contains("received CONNACK") {
-                break;
-            }
-        }
-    })
-    .await;
+    // Its later output is not needed: the stream is dropped here, as before it was at return.
+    let _rest = lines_until(&mut child, "received CONNACK", &format!("mosquitto_pub {args:?}")).await;
     child
 }
 
