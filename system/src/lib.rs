@@ -7,6 +7,7 @@
 
 pub mod broker;
 pub mod client;
+pub mod fs;
 pub mod mqtt;
 pub mod net;
 pub mod shell;
