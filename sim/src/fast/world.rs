@@ -36,7 +36,7 @@ use edgeproof_system::broker::{Broker, BrokerConfig, BrokerEvent, ConnectionId, 
 use edgeproof_system::client::{Client, ClientEvent};
 use edgeproof_system::time::Time;
 
-use crate::agents::{
+use edgeproof_scenarios::agents::{
     DeviceAgent, DeviceRecord, DropTally, SubscriberAgent, SubscriberRecord, broker_drop_reason,
     declare_drops, device_client, fleet_client_config, subscriber_config,
 };
@@ -136,7 +136,7 @@ struct Pod {
     crash_count: u32,
 }
 
-/// A client's ledger bookkeeping: the engine-agnostic rules of [`crate::agents`], shared with
+/// A client's ledger bookkeeping: the engine-agnostic rules of [`edgeproof_scenarios::agents`], shared with
 /// the turmoil engine so both record the same scenario the same way. A device's agent is boxed
 /// so the (rare) subscribers do not make every device's slot larger.
 enum Role {
