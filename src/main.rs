@@ -5,6 +5,7 @@
 
 mod broker;
 mod demo;
+mod report;
 mod roundtrip;
 mod run;
 
@@ -27,7 +28,7 @@ enum Command {
     /// Run the built-in `smoke` scenario in the fast simulated world and print its verdict table.
     ///
     /// One broker, 1,000 devices publishing QoS 1 every second, one subscriber on `#`, 60
-    /// simulated seconds. Writes `outcome.json`; exit 0 when every check passes, 1 when one fails.
+    /// simulated seconds. Writes `outcome.json` and `report.html` beside it; exit 0 when every check passes, 1 when one fails.
     Demo(demo::DemoArgs),
     /// Run a scenario from a seed in a deterministic world and write `outcome.json`.
     ///
@@ -42,6 +43,13 @@ enum Command {
     /// in order (exit 1 if not), and prints publish->ack and end-to-end latency percentiles and
     /// throughput.
     Roundtrip(roundtrip::RoundtripArgs),
+    /// Write one self-contained HTML report from `outcome.json` files or directories of them.
+    ///
+    /// One outcome makes a run report, several seeds of one scenario a sweep summary, anything
+    /// else (or `--baseline`) a comparison. The file works offline (everything inline, no network
+    /// requests). Exit 0 when written, 2 on an unreadable or malformed outcome (the error names
+    /// the file and the field) or an unwritable output.
+    Report(report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +65,10 @@ fn main() -> ExitCode {
         Command::Run(args) => {
             init_logging("warn");
             run::run(args)
+        }
+        Command::Report(args) => {
+            init_logging("warn");
+            report::run(args)
         }
         Command::Roundtrip(args) => {
             init_logging("warn");

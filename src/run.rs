@@ -101,6 +101,22 @@ pub fn default_out_dir(scenario_name: &str, engine: Engine, seed: u64) -> PathBu
 /// Runs a loaded scenario, writes `outcome.json`, prints the verdict table and returns the exit
 /// code of the contract above.
 pub fn execute(loaded: &LoadedScenario, seed: u64, engine: Engine, out_dir: &Path) -> ExitCode {
+    execute_reporting(loaded, seed, engine, out_dir, false)
+}
+
+/// [`execute`], and with `write_report` also the HTML report of the run beside `outcome.json`.
+pub fn execute_reporting(
+    loaded: &LoadedScenario,
+    seed: u64,
+    engine: Engine,
+    out_dir: &Path,
+    write_report: bool,
+) -> ExitCode {
+    // The run's date, for the report header (read here: simulators never see a real clock).
+    let started_unix_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|since| since.as_secs())
+        .ok();
     println!("edgeproof run: scenario {} seed {seed} engine {}", loaded.scenario.name, engine.name());
     // The simulators never read a real clock: engine speed is measured here, around the run.
     let started = std::time::Instant::now();
@@ -121,6 +137,10 @@ pub fn execute(loaded: &LoadedScenario, seed: u64, engine: Engine, out_dir: &Pat
     };
     outcome.set_wall_seconds(started.elapsed().as_secs_f64());
     outcome.commit = option_env!("EDGEPROOF_COMMIT").map(str::to_string);
+    outcome.started_unix_secs = started_unix_secs;
+    outcome.target = Some(format!("edgeproof broker (simulated, {} engine)", engine.name()));
+    outcome.machine = Some(machine_description());
+    outcome.replay_command = Some(replay_command(&loaded.argument, seed, engine));
     let outcome_path = match write_outcome(&outcome, out_dir) {
         Ok(path) => path,
         Err(message) => {
@@ -131,6 +151,15 @@ pub fn execute(loaded: &LoadedScenario, seed: u64, engine: Engine, out_dir: &Pat
     // The table's last line states the engine speed (simulated s per wall s, events per wall s).
     print!("{}", outcome.verdict_table());
     println!("outcome: {}", outcome_path.display());
+    if write_report {
+        match crate::report::report_beside(&outcome_path) {
+            Ok(report_path) => println!("report: {}", report_path.display()),
+            Err(message) => {
+                eprintln!("error: {message}");
+                return ExitCode::from(EXIT_BAD_INPUT);
+            }
+        }
+    }
     if outcome.passed() {
         ExitCode::from(EXIT_PASS)
     } else {
@@ -138,6 +167,12 @@ pub fn execute(loaded: &LoadedScenario, seed: u64, engine: Engine, out_dir: &Pat
         println!("  {}", replay_command(&loaded.argument, seed, engine));
         ExitCode::from(EXIT_CHECK_FAILED)
     }
+}
+
+/// OS, architecture and cores of this machine, for the report header.
+fn machine_description() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get);
+    format!("{} {}, {cores} cores", std::env::consts::OS, std::env::consts::ARCH)
 }
 
 /// The one command that replays a run exactly.

@@ -132,6 +132,44 @@ pub struct Outcome {
     pub series: SeriesOutcome,
     /// The scenario's fault schedule, for markers on those plots.
     pub faults: Vec<FaultMarker>,
+    // The fields below were added after the first readers existed: each is optional, read with a
+    // default and left out when empty, so older outcome files and older readers keep working.
+    /// Drop reasons the scenario allows (any other declared drop fails the `drops` check).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_drops: Vec<String>,
+    /// When the run started, seconds since the Unix epoch (set by the CLI; simulators never read
+    /// a real clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_unix_secs: Option<u64>,
+    /// The system under test (`edgeproof broker (simulated)`, a broker's address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The machine that ran it (OS, architecture, cores).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
+    /// The one command that replays this run exactly (simulated runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_command: Option<String>,
+    /// Connected clients per interval, when the engine records connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<ConnectionSeries>,
+}
+
+/// Connections per interval: element `i` covers `[i, i + 1) * interval_secs`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionSeries {
+    /// Interval length.
+    pub interval_secs: f64,
+    /// Clients connected at the end of the interval.
+    pub connected: Vec<u64>,
+    /// Successful connects (first connects and reconnects) in the interval.
+    pub connects: Vec<u64>,
+    /// Of those, reconnects of a client that had been connected before.
+    #[serde(default)]
+    pub reconnects: Vec<u64>,
+    /// Connection attempts that failed in the interval.
+    #[serde(default)]
+    pub failed: Vec<u64>,
 }
 
 /// One fault of the schedule as a plot marker.
@@ -216,6 +254,12 @@ impl Outcome {
             },
             series: ledger.series().to_outcome(),
             faults: scenario.faults.iter().map(FaultMarker::of).collect(),
+            allowed_drops: scenario.expect.allowed_drops.clone(),
+            started_unix_secs: None,
+            target: None,
+            machine: None,
+            replay_command: None,
+            connections: None,
         };
         assert_eq!(outcome.verdict == Verdict::Pass, outcome.checks.iter().all(|check| check.passed));
         outcome
