@@ -77,7 +77,9 @@
       axes: [
         chart.x_axis === "percentile"
           ? { label: chart.x_label, splits: decades, values: function (u, splits) { return splits.map(percentile); } }
-          : { label: chart.x_label },
+          : chart.points
+            ? { label: chart.x_label, incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 1e5, 1e6, 1e7, 1e8, 1e9] }
+            : { label: chart.x_label },
         { label: chart.y_label, size: 60 }
       ],
       plugins: chart.spans.length ? [shade(chart.spans)] : []

@@ -488,7 +488,7 @@ pub fn compare_page(outcomes: &[LoadedOutcome]) -> Result<String, LoadError> {
     }
     page.body.push_str("</tbody></table></header>");
     // The runs.
-    page.body.push_str("<section id=\"runs\"><h2>Runs</h2><table class=\"numbers\"><thead><tr><th></th>");
+    page.body.push_str("<section id=\"runs\"><h2>Runs</h2><table class=\"header side\"><thead><tr><th></th>");
     for loaded in outcomes {
         let _ = write!(page.body, "<th>{}</th>", escape(&loaded.label));
     }
@@ -665,7 +665,7 @@ mod tests {
     fn dates_are_utc_civil_dates() {
         assert_eq!(utc_date(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(utc_date(951_782_400), "2000-02-29 00:00:00 UTC");
-        assert_eq!(utc_date(1_796_224_000 + 3_723), "2026-12-02 01:02:03 UTC");
+        assert_eq!(utc_date(1_796_169_600 + 3_723), "2026-12-02 01:02:03 UTC");
     }
 
     #[test]

@@ -203,3 +203,64 @@ fn find_outcomes(directory: &Path, depth: usize, found: &mut Vec<PathBuf>) -> Re
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::outcome;
+
+    #[test]
+    fn a_truncated_file_names_the_file_and_position() {
+        let text = outcome(1, 0).to_json();
+        let error = parse_outcome(Path::new("runs/a/outcome.json"), &text[..text.len() / 3]).expect_err("truncated");
+        let message = error.to_string();
+        assert!(message.starts_with("runs/a/outcome.json:"), "{message}");
+        assert!(message.contains("EOF"), "{message}");
+        let LoadError::Field { line, field, .. } = error else { panic!("not a field error: {error:?}") };
+        assert!(line > 1);
+        assert!(!field.is_empty());
+    }
+
+    #[test]
+    fn a_wrong_or_missing_field_is_named_by_its_path() {
+        let text = outcome(1, 0).to_json();
+        let wrong = text.replacen("\"lost\": 0", "\"lost\": -1", 1);
+        assert_ne!(wrong, text);
+        let message = parse_outcome(Path::new("o.json"), &wrong).expect_err("negative count").to_string();
+        assert!(message.contains("field `counters.lost`"), "{message}");
+        let mut value: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        value["series"].as_object_mut().expect("series").remove("acked");
+        let message = parse_outcome(Path::new("o.json"), &value.to_string()).expect_err("missing field").to_string();
+        assert!(message.contains("field `series`") && message.contains("missing field `acked`"), "{message}");
+        let message = parse_outcome(Path::new("o.json"), "[1, 2]").expect_err("not an object").to_string();
+        assert!(message.starts_with("o.json:1:"), "{message}");
+    }
+
+    #[test]
+    fn an_older_outcome_without_the_newer_fields_still_reads() {
+        let mut value: serde_json::Value = serde_json::from_str(&outcome(1, 0).to_json()).expect("JSON");
+        for newer in ["allowed_drops", "started_unix_secs", "target", "machine", "replay_command", "connections"] {
+            value.as_object_mut().expect("object").remove(newer);
+        }
+        let loaded = parse_outcome(Path::new("old.json"), &value.to_string()).expect("reads");
+        assert!(loaded.outcome.connections.is_none() && loaded.outcome.allowed_drops.is_empty());
+    }
+
+    #[test]
+    fn directories_are_searched_in_path_order_and_an_empty_one_is_an_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (name, seed) in [("seed10", 10), ("seed2", 2), ("nested/seed3", 3)] {
+            let directory = dir.path().join(name);
+            std::fs::create_dir_all(&directory).expect("dir");
+            std::fs::write(directory.join("outcome.json"), outcome(seed, 0).to_json()).expect("write");
+        }
+        let loaded = load_inputs(&[dir.path().to_path_buf()]).expect("loads");
+        let labels: Vec<&str> = loaded.iter().map(|loaded| loaded.label.as_str()).collect();
+        assert_eq!(labels, ["seed3", "seed10", "seed2"]);
+        let empty = tempfile::tempdir().expect("temp dir");
+        let error = load_inputs(&[empty.path().to_path_buf()]).expect_err("no outcomes");
+        assert!(matches!(error, LoadError::EmptyDirectory { .. }), "{error}");
+        let error = load_inputs(&[dir.path().join("missing.json")]).expect_err("missing");
+        assert!(error.to_string().contains("missing.json: cannot read"), "{error}");
+    }
+}
