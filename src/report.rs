@@ -80,7 +80,8 @@ fn write_report(args: &ReportArgs) -> Result<(ReportKind, usize, usize), String>
 /// Writes the run report of one `outcome.json` beside it (`report.html`) and returns its path.
 pub fn report_beside(outcome_path: &Path) -> Result<PathBuf, String> {
     let loaded = load_outcome(outcome_path).map_err(|error| error.to_string())?;
-    let page = edgeproof_reports::render(std::slice::from_ref(&loaded), ReportKind::Run).map_err(|error| error.to_string())?;
+    let page = edgeproof_reports::render(std::slice::from_ref(&loaded), ReportKind::Run)
+        .map_err(|error| error.to_string())?;
     let path = outcome_path.with_file_name("report.html");
     edgeproof_reports::write_atomically(&path, &page).map_err(|error| error.to_string())?;
     Ok(path)

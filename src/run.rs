@@ -113,10 +113,8 @@ pub fn execute_reporting(
     write_report: bool,
 ) -> ExitCode {
     // The run's date, for the report header (read here: simulators never see a real clock).
-    let started_unix_secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|since| since.as_secs())
-        .ok();
+    let started_unix_secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|since| since.as_secs()).ok();
     println!("edgeproof run: scenario {} seed {seed} engine {}", loaded.scenario.name, engine.name());
     // The simulators never read a real clock: engine speed is measured here, around the run.
     let started = std::time::Instant::now();

@@ -119,8 +119,11 @@ fn observe(page: &Path) -> Observed {
     }
     // Chromium logs console messages as `CONSOLE(line)` or `Uncaught ...` lines on stderr.
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let console_errors =
-        stderr.lines().filter(|line| line.contains("CONSOLE") || line.contains("Uncaught")).map(str::to_string).collect();
+    let console_errors = stderr
+        .lines()
+        .filter(|line| line.contains("CONSOLE") || line.contains("Uncaught"))
+        .map(str::to_string)
+        .collect();
     Observed { attributes, console_errors }
 }
 
@@ -130,7 +133,11 @@ fn screenshot(page: &Path) -> PathBuf {
     let output = browser(page, "1280,2400", &format!("--screenshot={}", png.display()));
     assert!(output.status.success(), "chromium failed: {}", String::from_utf8_lossy(&output.stderr));
     let bytes = std::fs::read(&png).expect("screenshot written");
-    assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 20_000, "screenshot {} looks empty", png.display());
+    assert!(
+        bytes.starts_with(b"\x89PNG") && bytes.len() > 20_000,
+        "screenshot {} looks empty",
+        png.display()
+    );
     png
 }
 
@@ -144,7 +151,12 @@ fn assert_good(page: &Path, charts_expected: usize) {
     assert_eq!(observed.number("data-resources"), 0, "{}: {observed:?}", page.display());
     assert_eq!(observed.number("data-charts-expected"), charts_expected, "{}: {observed:?}", page.display());
     assert_eq!(observed.number("data-charts-rendered"), charts_expected, "{}: {observed:?}", page.display());
-    assert_eq!(observed.number("data-charts-drawn"), charts_expected, "{}: a chart is empty: {observed:?}", page.display());
+    assert_eq!(
+        observed.number("data-charts-drawn"),
+        charts_expected,
+        "{}: a chart is empty: {observed:?}",
+        page.display()
+    );
     assert_eq!(observed.get("data-verdict-visible"), "true", "{}: {observed:?}", page.display());
     screenshot(page);
 }
@@ -189,7 +201,8 @@ fn run_comparison_and_sweep_reports_render_in_chromium() {
     let baseline = write_outcome(dir.path(), "smoke-lan", &fast_network, 1);
     let candidate = write_outcome(dir.path(), "smoke-wan", &slow_network, 1);
     let compare_page = out.join("compare.html");
-    let output = edgeproof_report(&[&candidate], &compare_page, &["--baseline", baseline.to_str().expect("utf-8")]);
+    let output =
+        edgeproof_report(&[&candidate], &compare_page, &["--baseline", baseline.to_str().expect("utf-8")]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let html = assert_self_contained(&compare_page);
     assert!(html.contains("smoke-lan (baseline)"));

@@ -26,8 +26,7 @@ window.addEventListener('error',function(e){window.__edgeproof.errors.push(Strin
 window.addEventListener('unhandledrejection',function(e){window.__edgeproof.errors.push(String(e.reason))});\
 document.addEventListener('securitypolicyviolation',function(e){window.__edgeproof.blocked.push(e.blockedURI+' ('+e.violatedDirective+')')});";
 /// Nothing may be fetched: scripts and styles are inline, images are data: URLs.
-const CONTENT_SECURITY_POLICY: &str =
-    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; font-src 'none'; connect-src 'none'; form-action 'none'; base-uri 'none'";
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; font-src 'none'; connect-src 'none'; form-action 'none'; base-uri 'none'";
 /// Most rows of a per-seed or per-observer table; the rest are counted, not shown.
 pub const TABLE_ROWS_LIMIT: usize = 1_000;
 /// Most items of one witness list shown.
@@ -92,7 +91,10 @@ pub fn replay_command(outcome: &Outcome) -> Option<String> {
         return Some(command.clone());
     }
     is_simulated(&outcome.engine).then(|| {
-        format!("cargo run --release -- run {} --seed {} --engine {}", outcome.scenario, outcome.seed, outcome.engine)
+        format!(
+            "cargo run --release -- run {} --seed {} --engine {}",
+            outcome.scenario, outcome.seed, outcome.engine
+        )
     })
 }
 
@@ -170,7 +172,11 @@ fn header_rows(outcome: &Outcome) -> Vec<(&'static str, String)> {
         ("seed", outcome.seed.to_string()),
         (
             "engine",
-            format!("{} ({})", outcome.engine, if is_simulated(&outcome.engine) { "simulated" } else { "real" }),
+            format!(
+                "{} ({})",
+                outcome.engine,
+                if is_simulated(&outcome.engine) { "simulated" } else { "real" }
+            ),
         ),
         ("commit", outcome.commit.clone().unwrap_or_else(|| "unknown".to_string())),
         ("target", outcome.target.clone().unwrap_or_else(|| default_target(outcome))),
@@ -193,7 +199,11 @@ fn header_rows(outcome: &Outcome) -> Vec<(&'static str, String)> {
 }
 
 fn default_target(outcome: &Outcome) -> String {
-    if is_simulated(&outcome.engine) { "edgeproof broker (simulated)".to_string() } else { "not recorded".to_string() }
+    if is_simulated(&outcome.engine) {
+        "edgeproof broker (simulated)".to_string()
+    } else {
+        "not recorded".to_string()
+    }
 }
 
 /// A JSON value of a check's extra field as HTML: lists (witnesses) as capped lists.
@@ -206,13 +216,15 @@ fn value_html(value: &serde_json::Value) -> String {
                 let _ = write!(html, "<li>{}</li>", value_html(item));
             }
             if items.len() > WITNESS_ITEMS_LIMIT {
-                let _ = write!(html, "<li>and {} more (in outcome.json)</li>", items.len() - WITNESS_ITEMS_LIMIT);
+                let _ =
+                    write!(html, "<li>and {} more (in outcome.json)</li>", items.len() - WITNESS_ITEMS_LIMIT);
             }
             html.push_str("</ul>");
             html
         }
         serde_json::Value::Object(fields) => {
-            let parts: Vec<String> = fields.iter().map(|(key, value)| format!("{}: {}", escape(key), value_html(value))).collect();
+            let parts: Vec<String> =
+                fields.iter().map(|(key, value)| format!("{}: {}", escape(key), value_html(value))).collect();
             parts.join(", ")
         }
         other => escape(&other.to_string()),
@@ -222,7 +234,9 @@ fn value_html(value: &serde_json::Value) -> String {
 /// Every check with its verdict, detail and whatever else the oracle wrote for it (witnesses,
 /// failure kinds), failed checks first.
 fn checks_table(loaded: &LoadedOutcome) -> String {
-    let mut html = String::from("<table class=\"checks\"><thead><tr><th>check</th><th>verdict</th><th>detail and witnesses</th></tr></thead><tbody>");
+    let mut html = String::from(
+        "<table class=\"checks\"><thead><tr><th>check</th><th>verdict</th><th>detail and witnesses</th></tr></thead><tbody>",
+    );
     let mut order: Vec<usize> = (0..loaded.outcome.checks.len()).collect();
     order.sort_by_key(|&index| loaded.outcome.checks[index].passed);
     for index in order {
@@ -236,7 +250,12 @@ fn checks_table(loaded: &LoadedOutcome) -> String {
                 if value.as_array().is_some_and(Vec::is_empty) {
                     continue;
                 }
-                let _ = write!(extra, "<div class=\"extra\"><span class=\"key\">{}</span> {}</div>", escape(key), value_html(value));
+                let _ = write!(
+                    extra,
+                    "<div class=\"extra\"><span class=\"key\">{}</span> {}</div>",
+                    escape(key),
+                    value_html(value)
+                );
             }
         }
         let _ = write!(
@@ -271,7 +290,11 @@ fn verdict_banner(outcome: &Outcome) -> String {
     if !outcome.passed()
         && let Some(command) = replay_command(outcome)
     {
-        let _ = write!(html, "<p class=\"replay\">Replay this failure bit for bit: <code>{}</code></p>", escape(&command));
+        let _ = write!(
+            html,
+            "<p class=\"replay\">Replay this failure bit for bit: <code>{}</code></p>",
+            escape(&command)
+        );
     }
     html
 }
@@ -290,7 +313,12 @@ fn delivery_section(outcome: &Outcome) -> String {
     let mut html = format!(
         "<section id=\"delivery\"><h2>Delivery</h2><p class=\"totals\">published {} &middot; acked {} &middot; \
          failed {} &middot; indeterminate {} &middot; deliveries {} &middot; out of order {}</p>",
-        counters.published, counters.acked, counters.failed, counters.indeterminate, counters.deliveries, counters.out_of_order
+        counters.published,
+        counters.acked,
+        counters.failed,
+        counters.indeterminate,
+        counters.deliveries,
+        counters.out_of_order
     );
     html.push_str(
         "<table class=\"numbers\"><thead><tr><th>observer</th><th>expected</th><th>expected acked</th><th>delivered</th>\
@@ -319,12 +347,21 @@ fn delivery_section(outcome: &Outcome) -> String {
         );
     }
     if outcome.observers.len() > TABLE_ROWS_LIMIT {
-        let _ = write!(html, "<tr><td colspan=\"10\">and {} more observers</td></tr>", outcome.observers.len() - TABLE_ROWS_LIMIT);
+        let _ = write!(
+            html,
+            "<tr><td colspan=\"10\">and {} more observers</td></tr>",
+            outcome.observers.len() - TABLE_ROWS_LIMIT
+        );
     }
     let _ = write!(
         html,
         "<tr class=\"total\"><td>all observers</td><td></td><td></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td></td><td>{}</td></tr></tbody></table>",
-        counters.delivered, counters.lost, counters.duplicated, counters.unexpected, counters.recovered, counters.out_of_order
+        counters.delivered,
+        counters.lost,
+        counters.duplicated,
+        counters.unexpected,
+        counters.recovered,
+        counters.out_of_order
     );
     html.push_str("<h3>Drops by reason</h3>");
     if counters.dropped.is_empty() {
@@ -348,20 +385,32 @@ fn delivery_section(outcome: &Outcome) -> String {
 }
 
 fn latency_row(label: &str, histogram: &Histogram<u64>) -> String {
-    let cells: Vec<String> =
-        [0.5, 0.9, 0.99, 0.999].iter().map(|&quantile| format!("<td>{}</td>", number(view::quantile_ms(histogram, quantile)))).collect();
+    let cells: Vec<String> = [0.5, 0.9, 0.99, 0.999]
+        .iter()
+        .map(|&quantile| format!("<td>{}</td>", number(view::quantile_ms(histogram, quantile))))
+        .collect();
     let max = if histogram.is_empty() { 0.0 } else { histogram.max() as f64 / 1e3 };
-    format!("<tr><td>{}</td><td>{}</td>{}<td>{}</td></tr>", escape(label), histogram.len(), cells.join(""), number(max))
+    format!(
+        "<tr><td>{}</td><td>{}</td>{}<td>{}</td></tr>",
+        escape(label),
+        histogram.len(),
+        cells.join(""),
+        number(max)
+    )
 }
 
-const LATENCY_HEAD: &str =
-    "<table class=\"numbers\"><thead><tr><th>view</th><th>count</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th></tr></thead><tbody>";
+const LATENCY_HEAD: &str = "<table class=\"numbers\"><thead><tr><th>view</th><th>count</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th></tr></thead><tbody>";
 
 /// The page of one run.
 pub fn run_page(loaded: &LoadedOutcome) -> Result<String, LoadError> {
     let outcome = &loaded.outcome;
     let histograms = loaded.histograms()?;
-    let mut page = Page::new(format!("{} {} seed {} - edgeproof report", verdict_word(outcome.verdict), outcome.scenario, outcome.seed));
+    let mut page = Page::new(format!(
+        "{} {} seed {} - edgeproof report",
+        verdict_word(outcome.verdict),
+        outcome.scenario,
+        outcome.seed
+    ));
     page.body.push_str("<header>");
     page.body.push_str(&verdict_banner(outcome));
     page.body.push_str(&checks_table(loaded));
@@ -403,7 +452,13 @@ fn faults_section(outcome: &Outcome) -> String {
     } else {
         html.push_str("<table class=\"numbers\"><thead><tr><th>at s</th><th>action</th><th>target</th></tr></thead><tbody>");
         for fault in outcome.faults.iter().take(TABLE_ROWS_LIMIT) {
-            let _ = write!(html, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", number(fault.at_secs), escape(&fault.action), escape(&fault.target));
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                number(fault.at_secs),
+                escape(&fault.action),
+                escape(&fault.target)
+            );
         }
         html.push_str("</tbody></table><p class=\"note\">Shaded on the time charts: a crash until its restart, a partition until its heal.</p>");
     }
@@ -505,17 +560,53 @@ pub fn compare_page(outcomes: &[LoadedOutcome]) -> Result<String, LoadError> {
     page.body.push_str("</tbody></table></section>");
     // Deltas against the baseline.
     let metrics: Vec<(&str, Better, Vec<f64>)> = vec![
-        ("latency p50 ms", Better::Lower, histograms.iter().map(|h| view::quantile_ms(&h.latency_us, 0.5)).collect()),
-        ("latency p90 ms", Better::Lower, histograms.iter().map(|h| view::quantile_ms(&h.latency_us, 0.9)).collect()),
-        ("latency p99 ms", Better::Lower, histograms.iter().map(|h| view::quantile_ms(&h.latency_us, 0.99)).collect()),
-        ("latency p99.9 ms", Better::Lower, histograms.iter().map(|h| view::quantile_ms(&h.latency_us, 0.999)).collect()),
-        ("latency max ms", Better::Lower, histograms.iter().map(|h| view::quantile_ms(&h.latency_us, 1.0)).collect()),
+        (
+            "latency p50 ms",
+            Better::Lower,
+            histograms.iter().map(|h| view::quantile_ms(&h.latency_us, 0.5)).collect(),
+        ),
+        (
+            "latency p90 ms",
+            Better::Lower,
+            histograms.iter().map(|h| view::quantile_ms(&h.latency_us, 0.9)).collect(),
+        ),
+        (
+            "latency p99 ms",
+            Better::Lower,
+            histograms.iter().map(|h| view::quantile_ms(&h.latency_us, 0.99)).collect(),
+        ),
+        (
+            "latency p99.9 ms",
+            Better::Lower,
+            histograms.iter().map(|h| view::quantile_ms(&h.latency_us, 0.999)).collect(),
+        ),
+        (
+            "latency max ms",
+            Better::Lower,
+            histograms.iter().map(|h| view::quantile_ms(&h.latency_us, 1.0)).collect(),
+        ),
         ("delivered", Better::Higher, outcomes.iter().map(|l| l.outcome.counters.delivered as f64).collect()),
         ("lost", Better::Lower, outcomes.iter().map(|l| l.outcome.counters.lost as f64).collect()),
-        ("duplicated", Better::Lower, outcomes.iter().map(|l| l.outcome.counters.duplicated as f64).collect()),
-        ("unexpected", Better::Lower, outcomes.iter().map(|l| l.outcome.counters.unexpected as f64).collect()),
-        ("failed publishes", Better::Lower, outcomes.iter().map(|l| l.outcome.counters.failed as f64).collect()),
-        ("checks failed", Better::Lower, outcomes.iter().map(|l| l.outcome.checks.iter().filter(|c| !c.passed).count() as f64).collect()),
+        (
+            "duplicated",
+            Better::Lower,
+            outcomes.iter().map(|l| l.outcome.counters.duplicated as f64).collect(),
+        ),
+        (
+            "unexpected",
+            Better::Lower,
+            outcomes.iter().map(|l| l.outcome.counters.unexpected as f64).collect(),
+        ),
+        (
+            "failed publishes",
+            Better::Lower,
+            outcomes.iter().map(|l| l.outcome.counters.failed as f64).collect(),
+        ),
+        (
+            "checks failed",
+            Better::Lower,
+            outcomes.iter().map(|l| l.outcome.checks.iter().filter(|c| !c.passed).count() as f64).collect(),
+        ),
     ];
     page.body.push_str("<section id=\"deltas\"><h2>Deltas against the baseline</h2><table class=\"numbers deltas\"><thead><tr><th>metric</th>");
     for (index, loaded) in outcomes.iter().enumerate() {
@@ -527,8 +618,16 @@ pub fn compare_page(outcomes: &[LoadedOutcome]) -> Result<String, LoadError> {
         let _ = write!(page.body, "<tr><th>{name}</th><td>{}</td>", number(values[0]));
         for &value in &values[1..] {
             let mark = compare_mark(values[0], value, *better);
-            let relative = if values[0] != 0.0 { format!(" ({:+.1}%)", 100.0 * (value - values[0]) / values[0].abs()) } else { String::new() };
-            let _ = write!(page.body, "<td class=\"{mark}\">{}{relative} <span class=\"mark\">{mark}</span></td>", number(value));
+            let relative = if values[0] != 0.0 {
+                format!(" ({:+.1}%)", 100.0 * (value - values[0]) / values[0].abs())
+            } else {
+                String::new()
+            };
+            let _ = write!(
+                page.body,
+                "<td class=\"{mark}\">{}{relative} <span class=\"mark\">{mark}</span></td>",
+                number(value)
+            );
         }
         page.body.push_str("</tr>");
     }
@@ -544,8 +643,11 @@ pub fn compare_page(outcomes: &[LoadedOutcome]) -> Result<String, LoadError> {
         page.body.push_str(&latency_row(&loaded.label, &histogram.latency_us));
     }
     page.body.push_str("</tbody></table>");
-    let views: Vec<(String, &Histogram<u64>, bool)> =
-        outcomes.iter().zip(&histograms).map(|(loaded, histogram)| (loaded.label.clone(), &histogram.latency_us, false)).collect();
+    let views: Vec<(String, &Histogram<u64>, bool)> = outcomes
+        .iter()
+        .zip(&histograms)
+        .map(|(loaded, histogram)| (loaded.label.clone(), &histogram.latency_us, false))
+        .collect();
     page.chart(view::spectrum_chart("spectrum", "Percentile spectra (planned send -> delivery)", &views));
     page.body.push_str("</section>");
     Ok(page.finish())
@@ -557,7 +659,8 @@ pub fn sweep_page(outcomes: &[LoadedOutcome]) -> Result<String, LoadError> {
     let mut sorted: Vec<&LoadedOutcome> = outcomes.iter().collect();
     sorted.sort_by_key(|loaded| loaded.outcome.seed);
     let first = &sorted[0].outcome;
-    let failing: Vec<&LoadedOutcome> = sorted.iter().copied().filter(|loaded| !loaded.outcome.passed()).collect();
+    let failing: Vec<&LoadedOutcome> =
+        sorted.iter().copied().filter(|loaded| !loaded.outcome.passed()).collect();
     let mut merged = edgeproof_scenarios::latency::new_histogram();
     let mut merged_raw = edgeproof_scenarios::latency::new_histogram();
     let mut p99_by_seed = Vec::new();
@@ -570,7 +673,8 @@ pub fn sweep_page(outcomes: &[LoadedOutcome]) -> Result<String, LoadError> {
         p99_by_seed.push((loaded.outcome.seed, view::quantile_ms(&histograms.latency_us, 0.99)));
         lost_by_seed.push((loaded.outcome.seed, loaded.outcome.counters.lost as f64));
     }
-    let mut page = Page::new(format!("sweep of {} seeds of {} - edgeproof report", sorted.len(), first.scenario));
+    let mut page =
+        Page::new(format!("sweep of {} seeds of {} - edgeproof report", sorted.len(), first.scenario));
     let passed = failing.is_empty();
     let _ = write!(
         page.body,
@@ -615,8 +719,18 @@ pub fn sweep_page(outcomes: &[LoadedOutcome]) -> Result<String, LoadError> {
         sorted.len()
     );
     page.body.push_str("<section id=\"distributions\"><h2>Across seeds</h2>");
-    page.chart(view::per_seed_chart("lost-by-seed", "Lost acknowledged messages per seed", "lost", &lost_by_seed));
-    page.chart(view::per_seed_chart("p99-by-seed", "Latency p99 per seed (planned send)", "p99 ms", &p99_by_seed));
+    page.chart(view::per_seed_chart(
+        "lost-by-seed",
+        "Lost acknowledged messages per seed",
+        "lost",
+        &lost_by_seed,
+    ));
+    page.chart(view::per_seed_chart(
+        "p99-by-seed",
+        "Latency p99 per seed (planned send)",
+        "p99 ms",
+        &p99_by_seed,
+    ));
     page.body.push_str(LATENCY_HEAD);
     page.body.push_str(&latency_row("all seeds merged, planned send", &merged));
     page.body.push_str(&latency_row("all seeds merged, actual send", &merged_raw));
@@ -624,7 +738,10 @@ pub fn sweep_page(outcomes: &[LoadedOutcome]) -> Result<String, LoadError> {
     page.chart(view::spectrum_chart(
         "spectrum",
         "Percentile spectrum, all seeds merged",
-        &[("planned send -> delivery".to_string(), &merged, false), ("actual send -> delivery".to_string(), &merged_raw, true)],
+        &[
+            ("planned send -> delivery".to_string(), &merged, false),
+            ("actual send -> delivery".to_string(), &merged_raw, true),
+        ],
     ));
     page.body.push_str("</section><section id=\"seeds\"><h2>Every seed</h2><table class=\"numbers\"><thead><tr><th>seed</th><th>verdict</th>\
         <th>delivered</th><th>lost</th><th>duplicated</th><th>p99 ms</th><th>max ms</th></tr></thead><tbody>");
@@ -646,7 +763,11 @@ pub fn sweep_page(outcomes: &[LoadedOutcome]) -> Result<String, LoadError> {
         );
     }
     if sorted.len() > TABLE_ROWS_LIMIT {
-        let _ = write!(page.body, "<tr><td colspan=\"7\">and {} more seeds</td></tr>", sorted.len() - TABLE_ROWS_LIMIT);
+        let _ = write!(
+            page.body,
+            "<tr><td colspan=\"7\">and {} more seeds</td></tr>",
+            sorted.len() - TABLE_ROWS_LIMIT
+        );
     }
     page.body.push_str("</tbody></table></section>");
     Ok(page.finish())

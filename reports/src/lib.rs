@@ -44,7 +44,10 @@ pub enum ReportError {
 /// Which page to build from the inputs: one run, a comparison (optionally against a baseline
 /// that comes first) or a sweep. `Auto` picks a run for one input, a sweep for several outcomes
 /// of one scenario and engine with distinct seeds, and a comparison otherwise.
-pub fn choose_kind(outcomes: &[LoadedOutcome], requested: Option<ReportKind>) -> Result<ReportKind, ReportError> {
+pub fn choose_kind(
+    outcomes: &[LoadedOutcome],
+    requested: Option<ReportKind>,
+) -> Result<ReportKind, ReportError> {
     if outcomes.is_empty() {
         return Err(ReportError::Inputs("no outcomes to report on".to_string()));
     }
@@ -59,7 +62,11 @@ pub fn choose_kind(outcomes: &[LoadedOutcome], requested: Option<ReportKind>) ->
             let mut seeds: Vec<u64> = outcomes.iter().map(|loaded| loaded.outcome.seed).collect();
             seeds.sort_unstable();
             seeds.dedup();
-            if same_scenario && seeds.len() == outcomes.len() { ReportKind::Sweep } else { ReportKind::Compare }
+            if same_scenario && seeds.len() == outcomes.len() {
+                ReportKind::Sweep
+            } else {
+                ReportKind::Compare
+            }
         }
     };
     if kind == ReportKind::Run && outcomes.len() != 1 {
@@ -92,7 +99,8 @@ pub fn write_atomically(path: &Path, contents: &str) -> Result<(), ReportError> 
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
-    let mut temporary = tempfile::Builder::new().prefix(".report-").suffix(".tmp").tempfile_in(directory).map_err(error)?;
+    let mut temporary =
+        tempfile::Builder::new().prefix(".report-").suffix(".tmp").tempfile_in(directory).map_err(error)?;
     temporary.write_all(contents.as_bytes()).map_err(error)?;
     temporary.as_file().sync_all().map_err(error)?;
     temporary.persist(path).map_err(|persist| error(persist.error))?;
@@ -142,7 +150,8 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn loaded(outcome: &Outcome, label: &str) -> LoadedOutcome {
-        load::parse_outcome(&PathBuf::from(format!("{label}/outcome.json")), &outcome.to_json()).expect("parses")
+        load::parse_outcome(&PathBuf::from(format!("{label}/outcome.json")), &outcome.to_json())
+            .expect("parses")
     }
 
     #[test]
@@ -217,7 +226,8 @@ pub(crate) mod tests {
         long.series.delivered = vec![1_000; intervals];
         long.series.latency_p50_ms = (0..intervals).map(|index| 3.0 + (index % 7) as f64).collect();
         long.series.latency_p99_ms = (0..intervals).map(|index| 9.0 + (index % 11) as f64).collect();
-        long.series.latency_max_ms = (0..intervals).map(|index| if index == 54_321 { 900.0 } else { 20.0 }).collect();
+        long.series.latency_max_ms =
+            (0..intervals).map(|index| if index == 54_321 { 900.0 } else { 20.0 }).collect();
         long.sim_seconds = intervals as f64;
         let page = render(&[loaded(&long, "long")], ReportKind::Run).expect("renders");
         assert!(page.len() < 1_000_000, "{} bytes", page.len());
@@ -231,7 +241,10 @@ pub(crate) mod tests {
         broken.histograms.latency_raw_us = "not base64!".to_string();
         let error = render(&[loaded(&broken, "h")], ReportKind::Run).expect_err("undecodable histogram");
         let message = error.to_string();
-        assert!(message.contains("h/outcome.json") && message.contains("histograms.latency_raw_us"), "{message}");
+        assert!(
+            message.contains("h/outcome.json") && message.contains("histograms.latency_raw_us"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -244,8 +257,11 @@ pub(crate) mod tests {
         let missing = dir.path().join("no-such-dir").join("report.html");
         let error = write_atomically(&missing, "x").expect_err("no directory");
         assert!(error.to_string().contains("no-such-dir"), "{error}");
-        let names: Vec<String> =
-            std::fs::read_dir(dir.path()).expect("list").flatten().map(|entry| entry.file_name().to_string_lossy().into_owned()).collect();
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect();
         assert_eq!(names, ["report.html"], "no temporary file left behind");
     }
 }

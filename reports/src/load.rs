@@ -123,7 +123,8 @@ pub fn parse_outcome(path: &Path, text: &str) -> Result<LoadedOutcome, LoadError
         }
     })?;
     // The typed parse succeeded, so the text is a JSON object with a `checks` array.
-    let value: serde_json::Value = serde_json::from_str(text).expect("text that parsed as an outcome is JSON");
+    let value: serde_json::Value =
+        serde_json::from_str(text).expect("text that parsed as an outcome is JSON");
     let checks_raw = value["checks"].as_array().cloned().unwrap_or_default();
     assert_eq!(checks_raw.len(), outcome.checks.len());
     let label = label_of(path);
@@ -139,7 +140,8 @@ fn strip_position(message: &str) -> String {
 }
 
 fn label_of(path: &Path) -> String {
-    let named = if path.file_name().is_some_and(|name| name == "outcome.json") { path.parent() } else { Some(path) };
+    let named =
+        if path.file_name().is_some_and(|name| name == "outcome.json") { path.parent() } else { Some(path) };
     named
         .and_then(|named| named.file_stem())
         .map(|stem| stem.to_string_lossy().into_owned())
@@ -212,7 +214,8 @@ mod tests {
     #[test]
     fn a_truncated_file_names_the_file_and_position() {
         let text = outcome(1, 0).to_json();
-        let error = parse_outcome(Path::new("runs/a/outcome.json"), &text[..text.len() / 3]).expect_err("truncated");
+        let error =
+            parse_outcome(Path::new("runs/a/outcome.json"), &text[..text.len() / 3]).expect_err("truncated");
         let message = error.to_string();
         assert!(message.starts_with("runs/a/outcome.json:"), "{message}");
         assert!(message.contains("EOF"), "{message}");
@@ -230,7 +233,8 @@ mod tests {
         assert!(message.contains("field `counters.lost`"), "{message}");
         let mut value: serde_json::Value = serde_json::from_str(&text).expect("JSON");
         value["series"].as_object_mut().expect("series").remove("acked");
-        let message = parse_outcome(Path::new("o.json"), &value.to_string()).expect_err("missing field").to_string();
+        let message =
+            parse_outcome(Path::new("o.json"), &value.to_string()).expect_err("missing field").to_string();
         assert!(message.contains("field `series`") && message.contains("missing field `acked`"), "{message}");
         let message = parse_outcome(Path::new("o.json"), "[1, 2]").expect_err("not an object").to_string();
         assert!(message.starts_with("o.json:1:"), "{message}");
@@ -239,7 +243,9 @@ mod tests {
     #[test]
     fn an_older_outcome_without_the_newer_fields_still_reads() {
         let mut value: serde_json::Value = serde_json::from_str(&outcome(1, 0).to_json()).expect("JSON");
-        for newer in ["allowed_drops", "started_unix_secs", "target", "machine", "replay_command", "connections"] {
+        for newer in
+            ["allowed_drops", "started_unix_secs", "target", "machine", "replay_command", "connections"]
+        {
             value.as_object_mut().expect("object").remove(newer);
         }
         let loaded = parse_outcome(Path::new("old.json"), &value.to_string()).expect("reads");

@@ -51,7 +51,8 @@ fn compact(value: f64) -> String {
 
 fn rgb(css: &str) -> RGBColor {
     let hex = css.trim_start_matches('#');
-    let channel = |index: usize| u8::from_str_radix(hex.get(index..index + 2).unwrap_or("00"), 16).unwrap_or(0);
+    let channel =
+        |index: usize| u8::from_str_radix(hex.get(index..index + 2).unwrap_or("00"), 16).unwrap_or(0);
     RGBColor(channel(0), channel(2), channel(4))
 }
 
@@ -63,7 +64,9 @@ pub fn render(chart: &Chart) -> String {
     // plotters only fails on a backend error, and a String backend has none; a failure would be a
     // bug here, but a report without one chart is better than no report.
     if let Err(message) = drawn {
-        svg = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"10\" height=\"10\"><desc>{message}</desc></svg>");
+        svg = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"10\" height=\"10\"><desc>{message}</desc></svg>"
+        );
     }
     assert!(svg.contains("<svg"));
     svg
@@ -80,16 +83,24 @@ fn draw(chart: &Chart, svg: &mut String) -> Result<(), String> {
                 .x
                 .iter()
                 .zip(&line.values)
-                .filter_map(|(&x, value)| value.filter(|value| value.is_finite()).map(|value| (to_axis(chart.x_axis, x), to_axis(chart.y_axis, value))))
+                .filter_map(|(&x, value)| {
+                    value
+                        .filter(|value| value.is_finite())
+                        .map(|value| (to_axis(chart.x_axis, x), to_axis(chart.y_axis, value)))
+                })
                 .collect()
         })
         .collect();
     let all: Vec<&(f64, f64)> = points.iter().flatten().collect();
-    let mut x_range = chart.x.first().zip(chart.x.last()).map_or((0.0, 1.0), |(first, last)| (to_axis(chart.x_axis, *first), to_axis(chart.x_axis, *last)));
+    let mut x_range =
+        chart.x.first().zip(chart.x.last()).map_or((0.0, 1.0), |(first, last)| {
+            (to_axis(chart.x_axis, *first), to_axis(chart.x_axis, *last))
+        });
     for span in &chart.spans {
         x_range.1 = x_range.1.max(to_axis(chart.x_axis, span.to));
     }
-    let mut y_range = all.iter().fold((f64::MAX, f64::MIN), |(low, high), (_, y)| (low.min(*y), high.max(*y)));
+    let mut y_range =
+        all.iter().fold((f64::MAX, f64::MIN), |(low, high), (_, y)| (low.min(*y), high.max(*y)));
     if all.is_empty() {
         y_range = (0.0, 1.0);
     }
@@ -126,11 +137,17 @@ fn draw(chart: &Chart, svg: &mut String) -> Result<(), String> {
         let (from, to) = (to_axis(chart.x_axis, span.from), to_axis(chart.x_axis, span.to));
         if to > from {
             context
-                .draw_series(std::iter::once(Rectangle::new([(from, y_range.0), (to, y_range.1)], shade.mix(0.12).filled())))
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(from, y_range.0), (to, y_range.1)],
+                    shade.mix(0.12).filled(),
+                )))
                 .map_err(|error| error.to_string())?;
         } else {
             context
-                .draw_series(std::iter::once(PathElement::new(vec![(from, y_range.0), (from, y_range.1)], shade.mix(0.7))))
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(from, y_range.0), (from, y_range.1)],
+                    shade.mix(0.7),
+                )))
                 .map_err(|error| error.to_string())?;
         }
     }
@@ -145,7 +162,9 @@ fn draw(chart: &Chart, svg: &mut String) -> Result<(), String> {
             context.draw_series(LineSeries::new(points.iter().copied(), style))
         }
         .map_err(|error| error.to_string())?;
-        series.label(line.label.as_str()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+        series
+            .label(line.label.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
     }
     if !chart.lines.is_empty() {
         context

@@ -114,7 +114,8 @@ impl Chart {
 }
 
 /// The colours of successive outcomes or series (colour-blind safe, Okabe-Ito).
-pub const PALETTE: [&str; 8] = ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000", "#f0e442"];
+pub const PALETTE: [&str; 8] =
+    ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000", "#f0e442"];
 
 /// The palette colour of series `index`.
 pub fn color(index: usize) -> String {
@@ -181,7 +182,8 @@ pub fn fault_spans(faults: &[FaultMarker], end_secs: f64) -> Vec<Span> {
                 open.retain(|candidate| {
                     let span = &mut spans[candidate.index];
                     let target = span.label.split_once(' ').map_or("", |(_, target)| target);
-                    let closes = candidate.closer == closing && (fault.target == "all" || fault.target == target);
+                    let closes =
+                        candidate.closer == closing && (fault.target == "all" || fault.target == target);
                     if closes {
                         span.to = fault.at_secs;
                         span.label = format!("{} .. {label}", span.label);
@@ -213,7 +215,11 @@ pub enum Combine {
 }
 
 /// Shrinks `x` and every line to at most `limit` points by combining runs of neighbours.
-pub fn downsample(x: &[f64], lines: &[(Vec<Option<f64>>, Combine)], limit: usize) -> (Vec<f64>, Vec<Vec<Option<f64>>>) {
+pub fn downsample(
+    x: &[f64],
+    lines: &[(Vec<Option<f64>>, Combine)],
+    limit: usize,
+) -> (Vec<f64>, Vec<Vec<Option<f64>>>) {
     assert!(limit > 0);
     let factor = x.len().div_ceil(limit).max(1);
     let new_x: Vec<f64> = x.chunks(factor).map(|chunk| chunk[0]).collect();
@@ -269,7 +275,12 @@ fn series_chart(
         .iter()
         .zip(values)
         .enumerate()
-        .map(|(index, ((label, _, _), values))| Line { label: label.clone(), color: color(index), values, dashed: false })
+        .map(|(index, ((label, _, _), values))| Line {
+            label: label.clone(),
+            color: color(index),
+            values,
+            dashed: false,
+        })
         .collect();
     let chart = Chart {
         id: id.to_string(),
@@ -293,7 +304,11 @@ pub fn latency_over_time(outcome: &Outcome) -> Chart {
     let delivered = &series.delivered;
     // An interval without deliveries has no latency, not a latency of zero.
     let pick = |values: &[f64]| -> Vec<Option<f64>> {
-        values.iter().enumerate().map(|(index, &value)| (delivered.get(index).copied().unwrap_or(1) > 0).then_some(value)).collect()
+        values
+            .iter()
+            .enumerate()
+            .map(|(index, &value)| (delivered.get(index).copied().unwrap_or(1) > 0).then_some(value))
+            .collect()
     };
     series_chart(
         "latency-over-time",
@@ -313,7 +328,9 @@ pub fn latency_over_time(outcome: &Outcome) -> Chart {
 pub fn throughput_over_time(outcome: &Outcome) -> Chart {
     let series = &outcome.series;
     let interval = series.interval_secs.max(f64::MIN_POSITIVE);
-    let rate = |values: &[u64]| -> Vec<Option<f64>> { values.iter().map(|&count| Some(count as f64 / interval)).collect() };
+    let rate = |values: &[u64]| -> Vec<Option<f64>> {
+        values.iter().map(|&count| Some(count as f64 / interval)).collect()
+    };
     series_chart(
         "throughput-over-time",
         "Throughput over time",
@@ -331,7 +348,8 @@ pub fn throughput_over_time(outcome: &Outcome) -> Chart {
 /// Connected clients, connects and reconnects per interval, when the outcome has them.
 pub fn connections_over_time(outcome: &Outcome) -> Option<Chart> {
     let connections = outcome.connections.as_ref()?;
-    let counts = |values: &[u64]| -> Vec<Option<f64>> { values.iter().map(|&count| Some(count as f64)).collect() };
+    let counts =
+        |values: &[u64]| -> Vec<Option<f64>> { values.iter().map(|&count| Some(count as f64)).collect() };
     let mut lines = vec![
         ("connected".to_string(), counts(&connections.connected), Combine::Mean),
         ("connects".to_string(), counts(&connections.connects), Combine::Max),
@@ -360,7 +378,12 @@ pub fn spectrum_chart(id: &str, title: &str, views: &[(String, &Histogram<u64>, 
         .iter()
         .take(CHART_SERIES_LIMIT)
         .map(|(label, histogram, dashed)| {
-            let line = Line { label: label.clone(), color: color(color_index), values: spectrum_values(histogram, &x), dashed: *dashed };
+            let line = Line {
+                label: label.clone(),
+                color: color(color_index),
+                values: spectrum_values(histogram, &x),
+                dashed: *dashed,
+            };
             // A dashed view shares the colour of the solid one before it (actual vs planned).
             if !dashed || views.len() <= 2 {
                 color_index += 1;
@@ -400,7 +423,12 @@ pub fn per_seed_chart(id: &str, title: &str, y_label: &str, seeds_and_values: &[
         y_axis: Axis::Linear,
         points: true,
         x,
-        lines: vec![Line { label: y_label.to_string(), color: color(0), values: lines.remove(0), dashed: false }],
+        lines: vec![Line {
+            label: y_label.to_string(),
+            color: color(0),
+            values: lines.remove(0),
+            dashed: false,
+        }],
         spans: Vec::new(),
     };
     chart.assert_valid();
@@ -432,7 +460,12 @@ mod tests {
 
     #[test]
     fn a_heal_of_all_closes_every_partition_and_a_stray_heal_is_a_line() {
-        let faults = [marker(5.0, "heal", "ops"), marker(10.0, "partition", "a"), marker(11.0, "link", "b <-> c"), marker(20.0, "heal", "all")];
+        let faults = [
+            marker(5.0, "heal", "ops"),
+            marker(10.0, "partition", "a"),
+            marker(11.0, "link", "b <-> c"),
+            marker(20.0, "heal", "all"),
+        ];
         let spans = fault_spans(&faults, 60.0);
         let ranges: Vec<(f64, f64)> = spans.iter().map(|span| (span.from, span.to)).collect();
         assert_eq!(ranges, [(5.0, 5.0), (10.0, 20.0), (11.0, 20.0)]);
