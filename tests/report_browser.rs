@@ -191,7 +191,8 @@ fn run_comparison_and_sweep_reports_render_in_chromium() {
     assert!(html.contains("<span class=\"word\">FAIL</span>"));
     assert!(html.contains("cargo run --release -- run broker-crash --seed 1 --engine fast"));
     assert!(html.contains("total-queue"));
-    assert_good(&run_page, 3);
+    assert!(html.contains("data-chart=\"connections-over-time\""), "the fast engine records connections");
+    assert_good(&run_page, 4);
 
     // A/B: the same fleet over a slower network.
     let fast_network = small("smoke", 100);
@@ -268,8 +269,8 @@ fn the_browser_checks_catch_planted_breakage() {
     std::fs::write(&empty, emptied).expect("planted page");
     let observed = observe(&empty);
     assert_eq!(observed.get("data-errors"), "[]", "{observed:?}");
-    assert_eq!(observed.number("data-charts-rendered"), 3, "{observed:?}");
-    assert_eq!(observed.number("data-charts-drawn"), 2, "the emptied spectrum drew nothing: {observed:?}");
+    assert_eq!(observed.number("data-charts-rendered"), 4, "{observed:?}");
+    assert_eq!(observed.number("data-charts-drawn"), 3, "the emptied spectrum drew nothing: {observed:?}");
 }
 
 #[test]

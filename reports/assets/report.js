@@ -62,7 +62,9 @@
         options.paths = function () { return null; };
         options.points = { show: true, size: 7, fill: line.color, stroke: line.color };
       } else {
-        options.points = { show: false };
+        // Lines without markers, unless a line is too short to draw (a single interval).
+        var present = line.values.filter(function (v) { return v != null; }).length;
+        options.points = { show: present < 3, size: 7 };
       }
       series.push(options);
     });

@@ -348,10 +348,27 @@ pub fn throughput_over_time(outcome: &Outcome) -> Chart {
 /// Connected clients, connects and reconnects per interval, when the outcome has them.
 pub fn connections_over_time(outcome: &Outcome) -> Option<Chart> {
     let connections = outcome.connections.as_ref()?;
-    let counts =
-        |values: &[u64]| -> Vec<Option<f64>> { values.iter().map(|&count| Some(count as f64)).collect() };
+    // The recorder stops at the last connection event; the clients stay connected after it, so
+    // the count carries on to the end of the run (a fleet that connected in its first second
+    // would otherwise be a single point).
+    let run_intervals = if connections.interval_secs > 0.0 {
+        ((end_secs(outcome) / connections.interval_secs).ceil() as usize).min(CHART_POINTS_LIMIT * 64)
+    } else {
+        0
+    };
+    let mut connected = connections.connected.clone();
+    let last = connected.last().copied().unwrap_or(0);
+    if connected.len() < run_intervals {
+        connected.resize(run_intervals, last);
+    }
+    // Counts of events are zero after the last event.
+    let counts = |values: &[u64]| -> Vec<Option<f64>> {
+        let mut counts: Vec<Option<f64>> = values.iter().map(|&count| Some(count as f64)).collect();
+        counts.resize(counts.len().max(run_intervals), Some(0.0));
+        counts
+    };
     let mut lines = vec![
-        ("connected".to_string(), counts(&connections.connected), Combine::Mean),
+        ("connected".to_string(), counts(&connected), Combine::Mean),
         ("connects".to_string(), counts(&connections.connects), Combine::Max),
     ];
     if !connections.reconnects.is_empty() {

@@ -6,11 +6,13 @@
 //! - [`rng`]: ChaCha8 sub-streams per purpose, derived from the run seed;
 //! - [`trace`]: the running trace hash (word-wise FNV-1a) and the last events as text;
 //! - [`net`]: hosts, links, partitions and TCP-like virtual connections;
+//! - [`connections`]: connected clients, connects and reconnects per interval, for reports;
 //! - [`world`]: a scenario's pods, fleets and subscribers driven to an `Outcome` ([`world::run_fast`]).
 //!
 //! It must never read a real clock (except the one wall-clock measurement documented in
 //! [`world::run_fast`]), spawn a thread, or draw unseeded randomness.
 
+pub mod connections;
 pub mod net;
 pub mod queue;
 pub mod rng;

@@ -41,6 +41,7 @@ use edgeproof_scenarios::agents::{
     declare_drops, device_client, fleet_client_config, subscriber_config,
 };
 
+use super::connections::{ConnectionEvent, ConnectionRecorder};
 use super::net::{
     CloseCause, ConnId, Endpoint, HostId, LinkConfig, ListenerId, NetConfig, NetEvent, NetOutput, Network,
     Side,
@@ -190,6 +191,8 @@ pub struct FastWorld {
     /// A reusable buffer for encoding stamped payloads (no allocation per publish beyond the
     /// payload itself).
     payload_buffer: BytesMut,
+    /// Connections over time, for the report (the oracle does not read it).
+    connections: super::connections::ConnectionRecorder,
 }
 
 impl FastWorld {
@@ -279,6 +282,7 @@ impl FastWorld {
         }
         queue.schedule(scenario.publish_end(), WorldEvent::PublishEnd);
 
+        let client_count = clients.len();
         let mut world = FastWorld {
             scenario: scenario.clone(),
             seed,
@@ -293,6 +297,7 @@ impl FastWorld {
             declared_drops: DropTally::new(),
             finished: false,
             payload_buffer: BytesMut::new(),
+            connections: ConnectionRecorder::new(client_count),
         };
         for index in 0..world.pods.len() {
             world.after_pod(Time::ZERO, index);
@@ -398,7 +403,9 @@ impl FastWorld {
             events: self.queue.popped_count(),
             commit: None,
         };
-        Outcome::from_ledger(&self.scenario, &self.ledger, run)
+        let mut outcome = Outcome::from_ledger(&self.scenario, &self.ledger, run);
+        outcome.connections = Some(self.connections.to_series());
+        outcome
     }
 
     fn finish(&mut self, end: Time) {
@@ -715,12 +722,15 @@ impl FastWorld {
             }
             ClientEvent::Connected { session_present } => {
                 self.trace.record(now, TraceKind::ClientEvent, index as u64, 2, u64::from(*session_present));
+                self.connections.record(now, index, ConnectionEvent::Connected);
             }
             ClientEvent::ConnectRefused { reason } => {
                 self.trace.record(now, TraceKind::ClientEvent, index as u64, 3, u64::from(reason.0));
+                self.connections.record(now, index, ConnectionEvent::Refused);
             }
             ClientEvent::Disconnected { .. } => {
                 self.trace.record(now, TraceKind::ClientEvent, index as u64, 4, 0);
+                self.connections.record(now, index, ConnectionEvent::Disconnected);
             }
             _ => {}
         }
