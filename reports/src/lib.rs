@@ -208,6 +208,18 @@ pub(crate) mod tests {
             reconnects: vec![0, 0, 0, 0, 0, 60],
             failed: Vec::new(),
         });
+        let chart = view::connections_over_time(&with_connections).expect("a chart");
+        // Padded to the run's end (20 s) with the last count; counts of events are zero there.
+        assert_eq!(chart.x.len(), 20);
+        assert_eq!(chart.lines[0].values[19], Some(100.0));
+        assert_eq!(chart.lines[1].values[19], Some(0.0));
+        // On the series' intervals when those are coarser: 2 s buckets, sums and last counts.
+        with_connections.series.interval_secs = 2.0;
+        let coarse = view::connections_over_time(&with_connections).expect("a chart");
+        assert_eq!(coarse.x[..3], [0.0, 2.0, 4.0]);
+        assert_eq!(coarse.lines[0].values[..3], [Some(50.0), Some(100.0), Some(100.0)]);
+        assert_eq!(coarse.lines[1].values[..3], [Some(50.0), Some(50.0), Some(60.0)]);
+        with_connections.series.interval_secs = 1.0;
         let page = render(&[loaded(&with_connections, "c")], ReportKind::Run).expect("renders");
         assert!(page.contains("data-chart=\"connections-over-time\""));
         assert!(page.contains("\"label\":\"reconnects\""));

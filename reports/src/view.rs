@@ -348,15 +348,25 @@ pub fn throughput_over_time(outcome: &Outcome) -> Chart {
 /// Connected clients, connects and reconnects per interval, when the outcome has them.
 pub fn connections_over_time(outcome: &Outcome) -> Option<Chart> {
     let connections = outcome.connections.as_ref()?;
+    // On the throughput chart's intervals when those are coarser (both double from one second),
+    // so the time charts line up and a long run does not pad one-second points to its end.
+    let factor = if connections.interval_secs > 0.0 && outcome.series.interval_secs > connections.interval_secs {
+        (outcome.series.interval_secs / connections.interval_secs).round().max(1.0) as usize
+    } else {
+        1
+    };
+    let interval_secs = connections.interval_secs * factor as f64;
+    let last_of = |values: &[u64]| -> Vec<u64> { values.chunks(factor).map(|chunk| chunk[chunk.len() - 1]).collect() };
+    let sum_of = |values: &[u64]| -> Vec<u64> { values.chunks(factor).map(|chunk| chunk.iter().sum()).collect() };
     // The recorder stops at the last connection event; the clients stay connected after it, so
     // the count carries on to the end of the run (a fleet that connected in its first second
     // would otherwise be a single point).
-    let run_intervals = if connections.interval_secs > 0.0 {
-        ((end_secs(outcome) / connections.interval_secs).ceil() as usize).min(CHART_POINTS_LIMIT * 64)
+    let run_intervals = if interval_secs > 0.0 {
+        ((end_secs(outcome) / interval_secs).ceil() as usize).min(CHART_POINTS_LIMIT * 64)
     } else {
         0
     };
-    let mut connected = connections.connected.clone();
+    let mut connected = last_of(&connections.connected);
     let last = connected.last().copied().unwrap_or(0);
     if connected.len() < run_intervals {
         connected.resize(run_intervals, last);
@@ -369,19 +379,19 @@ pub fn connections_over_time(outcome: &Outcome) -> Option<Chart> {
     };
     let mut lines = vec![
         ("connected".to_string(), counts(&connected), Combine::Mean),
-        ("connects".to_string(), counts(&connections.connects), Combine::Max),
+        ("connects".to_string(), counts(&sum_of(&connections.connects)), Combine::Max),
     ];
     if !connections.reconnects.is_empty() {
-        lines.push(("reconnects".to_string(), counts(&connections.reconnects), Combine::Max));
+        lines.push(("reconnects".to_string(), counts(&sum_of(&connections.reconnects)), Combine::Max));
     }
     if !connections.failed.is_empty() {
-        lines.push(("failed".to_string(), counts(&connections.failed), Combine::Max));
+        lines.push(("failed".to_string(), counts(&sum_of(&connections.failed)), Combine::Max));
     }
     Some(series_chart(
         "connections-over-time",
         "Connections over time",
         "clients",
-        connections.interval_secs,
+        interval_secs,
         lines,
         fault_spans(&outcome.faults, end_secs(outcome)),
     ))

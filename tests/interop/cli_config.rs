@@ -90,7 +90,7 @@ fn unknown_flag_is_a_usage_error() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for subcommand in ["broker", "demo", "roundtrip", "run"] {
+    for subcommand in ["broker", "demo", "report", "roundtrip", "run"] {
         let output = edgeproof(&[subcommand, "--help"]);
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(output.status.success(), "{subcommand} --help");

@@ -116,4 +116,9 @@ fn demo_runs_smoke_and_says_where_the_outcome_went() {
     assert!(stdout.contains("PASS") && stdout.contains("smoke"), "{stdout}");
     assert!(stdout.contains(&format!("outcome: {}", directory.join("outcome.json").display())), "{stdout}");
     assert_eq!(read_outcome(&directory)["counters"]["lost"], 0);
+    // The report lands beside the outcome, and the demo says where.
+    let report = directory.join("report.html");
+    assert!(stdout.contains(&format!("report: {}", report.display())), "{stdout}");
+    let html = std::fs::read_to_string(&report).expect("report.html written");
+    assert!(html.starts_with("<!doctype html>") && html.contains("<span class=\"word\">PASS</span>"));
 }
