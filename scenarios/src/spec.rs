@@ -11,6 +11,8 @@ use std::time::Duration;
 use edgeproof_system::Time;
 use edgeproof_system::mqtt::topic::{filter_matches, validate_topic_filter, validate_topic_name};
 use edgeproof_system::mqtt::{ProtocolVersion, QoS};
+use edgeproof_system::republisher::RepublisherConfig;
+use edgeproof_system::service::MQTT_PORT;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -114,6 +116,9 @@ pub struct HostSpec {
 pub enum PodKind {
     /// A single in-memory MQTT broker (v0; clusters come later).
     Broker,
+    /// A bridge: subscribes on one broker, republishes under a rewritten topic to another
+    /// (`edgeproof_system::republisher::RepublisherConfig` is its `config`).
+    Republisher,
 }
 
 /// A pod of the stack under test.
@@ -278,6 +283,23 @@ impl Fault {
     }
 }
 
+/// What a restart finds on its host's disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiskFate {
+    /// Everything the disk made durable before the crash.
+    #[default]
+    Kept,
+    /// Nothing: the disk starts empty.
+    Lost,
+}
+
+impl DiskFate {
+    fn is_kept(&self) -> bool {
+        *self == DiskFate::Kept
+    }
+}
+
 /// The fault vocabulary of scenario files v0.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -291,6 +313,10 @@ pub enum FaultAction {
     Restart {
         /// The pod.
         pod: String,
+        /// Whether the host's disk survived (`kept`, the default: a process restart) or not
+        /// (`lost`: a replaced machine or wiped volume starts with an empty disk).
+        #[serde(default, skip_serializing_if = "DiskFate::is_kept")]
+        disk: DiskFate,
     },
     /// Every host in the group is cut off from every host outside it, both ways.
     Partition {
@@ -443,6 +469,7 @@ struct FaultFile {
     to: Option<String>,
     latency_ms: Option<LatencyRange>,
     loss: Option<f64>,
+    disk: Option<DiskFate>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -494,8 +521,8 @@ mod qos_as_integer {
 
 /// One step of a path into the document, used to find the position of a value for an error.
 #[derive(Clone, Debug)]
-enum PathStep {
-    Key(&'static str),
+enum PathStep<'k> {
+    Key(&'k str),
     Index(usize),
 }
 
@@ -780,6 +807,9 @@ fn validate(file: ScenarioFile, map: &SourceMap<'_>) -> Result<Scenario, Scenari
 
     for (index, pod) in file.pods.iter().enumerate() {
         check_reference(map, &[Key("pods"), Index(index), Key("host")], "host", &pod.host, &hosts)?;
+        if pod.kind == PodKind::Republisher {
+            validate_republisher(map, index, pod, &brokers)?;
+        }
     }
     if file.fleets.is_empty() {
         return Err(map.invalid(&[], "no [[fleets]], expected at least one device fleet".to_string()));
@@ -821,6 +851,44 @@ fn validate(file: ScenarioFile, map: &SourceMap<'_>) -> Result<Scenario, Scenari
         faults,
         expect: file.expect,
     })
+}
+
+/// A republisher pod's `config`: every key known, every value valid, both endpoints naming a
+/// broker pod's MQTT port; errors point at the key at fault.
+fn validate_republisher(
+    map: &SourceMap<'_>,
+    index: usize,
+    pod: &PodSpec,
+    brokers: &[&str],
+) -> Result<(), ScenarioError> {
+    let config_path = [Key("pods"), Index(index), Key("config")];
+    let config: RepublisherConfig = pod.config.clone().try_into().map_err(|error: toml::de::Error| {
+        let message = error.message().trim().to_string();
+        // serde names the key in its message ("unknown field `x`", "missing field `x`"): point
+        // at that key when it is in the file, else at the table.
+        let key = message.split('`').nth(1).filter(|key| pod.config.contains_key(*key));
+        match key {
+            Some(key) => map.invalid(
+                &[Key("pods"), Index(index), Key("config"), Key(key)],
+                format!("republisher config: {message}"),
+            ),
+            None => map.invalid(&config_path, format!("republisher config: {message}")),
+        }
+    })?;
+    let at = |key: &'static str| [Key("pods"), Index(index), Key("config"), Key(key)];
+    config
+        .validate()
+        .map_err(|error| map.invalid(&at(error.key()), format!("republisher config: {error}")))?;
+    for (key, endpoint) in [("source", &config.source), ("destination", &config.destination)] {
+        check_reference(map, &at(key), "broker pod", &endpoint.pod, brokers)?;
+        if endpoint.port != MQTT_PORT.name {
+            return Err(map.invalid(
+                &at(key),
+                format!("endpoint `{endpoint}`: a broker's port is `{}`", MQTT_PORT.name),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn validate_fleet(
@@ -1013,7 +1081,8 @@ fn validate_fault(
         FaultKind::Link => "link",
     };
     let allowed: &[&str] = match fault.action {
-        FaultKind::Crash | FaultKind::Restart => &["pod"],
+        FaultKind::Crash => &["pod"],
+        FaultKind::Restart => &["pod", "disk"],
         FaultKind::Partition | FaultKind::Heal => &["hosts"],
         FaultKind::PartitionOneway => &["from", "to"],
         FaultKind::Link => &["hosts", "latency_ms", "loss"],
@@ -1025,6 +1094,7 @@ fn validate_fault(
         ("to", fault.to.is_some()),
         ("latency_ms", fault.latency_ms.is_some()),
         ("loss", fault.loss.is_some()),
+        ("disk", fault.disk.is_some()),
     ];
     for (key, is_present) in present {
         if is_present && !allowed.contains(&key) {
@@ -1065,7 +1135,7 @@ fn validate_fault(
             if fault.action == FaultKind::Crash {
                 FaultAction::Crash { pod }
             } else {
-                FaultAction::Restart { pod }
+                FaultAction::Restart { pod, disk: fault.disk.unwrap_or_default() }
             }
         }
         FaultKind::Partition => {
@@ -1139,7 +1209,7 @@ fn check_fault_sequence(map: &SourceMap<'_>, faults: &[Fault]) -> Result<(), Sce
                 }
                 crashed.push(pod);
             }
-            FaultAction::Restart { pod } => {
+            FaultAction::Restart { pod, .. } => {
                 let Some(position) = crashed.iter().position(|name| name == pod) else {
                     return Err(map.invalid(
                         &path,
@@ -1187,7 +1257,7 @@ fn check_fault_sequence(map: &SourceMap<'_>, faults: &[Fault]) -> Result<(), Sce
 
 /// The path of a (sorted) fault in the original file: the first `[[faults]]` entry whose
 /// `at_secs` and `action` match.
-fn fault_path(map: &SourceMap<'_>, fault: &Fault) -> Vec<PathStep> {
+fn fault_path(map: &SourceMap<'_>, fault: &Fault) -> Vec<PathStep<'static>> {
     let Some(document) = &map.document else { return vec![Key("faults")] };
     let Some(list) = document.get_ref().get("faults") else { return vec![Key("faults")] };
     let toml::de::DeValue::Array(list) = list.get_ref() else { return vec![Key("faults")] };

@@ -588,7 +588,7 @@ impl Driver<'_> {
                 self.crashed[index] = true;
                 self.sim.crash(pod.as_str());
             }
-            FaultAction::Restart { pod } => {
+            FaultAction::Restart { pod, .. } => {
                 let index = self.pod_index(pod);
                 assert!(self.crashed[index], "validated: only a crashed pod restarts");
                 self.crashed[index] = false;

@@ -53,14 +53,22 @@ pub enum DiskOp {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DiskReply {
     /// The file's length after the append.
-    Appended { len: u64 },
+    Appended {
+        len: u64,
+    },
     Synced,
-    Read { data: Bytes },
-    Len { len: u64 },
+    Read {
+        data: Bytes,
+    },
+    Len {
+        len: u64,
+    },
     Renamed,
     Removed,
     /// Names directly under the directory, sorted.
-    Listed { names: Vec<String> },
+    Listed {
+        names: Vec<String>,
+    },
     Failed(FsError),
 }
 
