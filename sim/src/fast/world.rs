@@ -31,15 +31,13 @@ use std::time::Duration;
 use std::collections::VecDeque;
 
 use bytes::BytesMut;
-use edgeproof_scenarios::ledger::{
-    DROP_DEVICE_QUEUE_FULL, DROP_REPUBLISH_QUEUE_FULL, DROP_REPUBLISH_REFUSED,
-};
+use edgeproof_scenarios::ledger::DROP_DEVICE_QUEUE_FULL;
 use edgeproof_scenarios::spec::{DiskFate, FaultAction, LatencyRange, PodKind};
 use edgeproof_scenarios::{Ledger, Outcome, RunInfo, Scenario, Workload};
 use edgeproof_system::broker::{BrokerConfig, BrokerEvent};
 use edgeproof_system::client::{Client, ClientEvent};
 use edgeproof_system::fs::{DiskOp, DiskReply, Fs, FsError, apply};
-use edgeproof_system::republisher::{RepublishDropReason, Republisher, RepublisherConfig, RepublisherEvent};
+use edgeproof_system::republisher::{Republisher, RepublisherConfig, RepublisherEvent};
 use edgeproof_system::service::{
     BrokerService, ConnectFailure as ServiceConnectFailure, ConnectToken, ConnectionId, DiskRequestId,
     MQTT_PORT, Output as ServiceOutput, Service, ServiceEvent,
@@ -48,7 +46,7 @@ use edgeproof_system::time::Time;
 
 use crate::agents::{
     DeviceAgent, DeviceRecord, DropTally, SubscriberAgent, SubscriberRecord, broker_drop_reason,
-    declare_drops, device_client, fleet_client_config, subscriber_config,
+    declare_drops, device_client, fleet_client_config, republish_drop_reason, subscriber_config,
 };
 
 use super::net::{
@@ -1176,14 +1174,6 @@ fn start_service(
     }
     assert_eq!(declared, pod.ports.len(), "a restarted service declares the same ports");
     pod.service = Some(service);
-}
-
-/// The oracle's name for a republisher's drop reason.
-fn republish_drop_reason(reason: RepublishDropReason) -> &'static str {
-    match reason {
-        RepublishDropReason::QueueFull => DROP_REPUBLISH_QUEUE_FULL,
-        RepublishDropReason::Refused => DROP_REPUBLISH_REFUSED,
-    }
 }
 
 fn disk_op_path(op: &DiskOp) -> &str {
