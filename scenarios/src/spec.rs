@@ -1418,6 +1418,92 @@ allowed_drops = ["queue_full"]
         text.lines().position(|line| line.contains(needle)).expect("needle present") + 1
     }
 
+    const REPUBLISH: &str = include_str!("../catalog/republish.toml");
+
+    fn republish_variant(from: &str, to: &str) -> String {
+        assert_eq!(REPUBLISH.matches(from).count(), 1, "`{from}` must occur once");
+        REPUBLISH.replace(from, to)
+    }
+
+    #[test]
+    fn a_republisher_pod_parses_with_its_config() {
+        let scenario = parse(REPUBLISH).expect("the catalogue's republish is valid");
+        let pod = scenario.pods.iter().find(|pod| pod.kind == PodKind::Republisher).expect("a republisher");
+        let config: RepublisherConfig = pod.config.clone().try_into().expect("typed");
+        assert_eq!(config.source.to_string(), "broker:mqtt");
+        assert_eq!(
+            config.map_topic("plant/cell1/dev-1/telemetry").as_deref(),
+            Some("cloud/cell1/dev-1/telemetry")
+        );
+    }
+
+    #[test]
+    fn republisher_config_errors_point_at_the_key_at_fault() {
+        // An unknown key: rejected, at its line.
+        let text =
+            republish_variant("keep_alive_secs = 30\nsession", "keep_alive_secs = 30\nretries = 3\nsession");
+        let (line, _, message) = error_of(&text);
+        assert_eq!(line, line_of(&text, "retries = 3"), "{message}");
+        assert!(message.contains("unknown field `retries`"), "{message}");
+        // A value serde refuses (a string for a number): at the config table at least.
+        let text = republish_variant("inflight_messages_limit = 100", "inflight_messages_limit = \"many\"");
+        let (line, _, message) = error_of(&text);
+        assert!(
+            line >= line_of(&text, "[pods.config]") && line <= line_of(&text, "inflight_messages_limit"),
+            "{message}"
+        );
+        // A rule of the republisher: a filter outside the prefix it rewrites.
+        let text = republish_variant(r##"filters = ["plant/#"]"##, r##"filters = ["#"]"##);
+        let (line, _, message) = error_of(&text);
+        assert_eq!(line, line_of(&text, r##"filters = ["#"]"##), "{message}");
+        assert!(message.contains("does not lie under from_prefix"), "{message}");
+        // Prefixes that would republish the republisher's own output.
+        let text = republish_variant(r#"to_prefix = "cloud/""#, r#"to_prefix = "plant/cloud/""#);
+        let (line, _, message) = error_of(&text);
+        assert_eq!(line, line_of(&text, "to_prefix"), "{message}");
+        // An endpoint naming no broker pod, and one naming a port the broker does not have.
+        let text = republish_variant(r#"source = "broker:mqtt""#, r#"source = "uplink:mqtt""#);
+        let (line, _, message) = error_of(&text);
+        assert_eq!(line, line_of(&text, "source = "), "{message}");
+        assert!(message.contains("unknown broker pod `uplink`"), "{message}");
+        let text = republish_variant(r#"destination = "broker:mqtt""#, r#"destination = "broker:amqp""#);
+        let (line, _, message) = error_of(&text);
+        assert_eq!(line, line_of(&text, "destination = "), "{message}");
+        // Not an endpoint at all.
+        let text = republish_variant(r#"source = "broker:mqtt""#, r#"source = "broker""#);
+        let (_, _, message) = error_of(&text);
+        assert!(message.contains("expected \"pod:port\""), "{message}");
+    }
+
+    #[test]
+    fn restart_says_whether_the_disk_survived() {
+        // The catalogue file has no faults; append a crash (with `crash_extra`) and a restart
+        // (with `restart_extra`).
+        let with_faults = |crash_extra: &str, restart_extra: &str| {
+            format!(
+                "{REPUBLISH}\n[[faults]]\nat_secs = 5\naction = \"crash\"\npod = \"broker\"\n{crash_extra}\n\
+                 [[faults]]\nat_secs = 6\naction = \"restart\"\npod = \"broker\"\n{restart_extra}"
+            )
+        };
+        let with = |restart_extra: &str| with_faults("", restart_extra);
+        let restart_disk = |text: &str| {
+            let scenario = parse(text).expect("valid");
+            let restart = scenario.faults.iter().find_map(|fault| match &fault.action {
+                FaultAction::Restart { disk, .. } => Some(*disk),
+                _ => None,
+            });
+            restart.expect("a restart")
+        };
+        assert_eq!(restart_disk(&with("")), DiskFate::Kept);
+        assert_eq!(restart_disk(&with("disk = \"lost\"\n")), DiskFate::Lost);
+        let (_, _, message) = error_of(&with("disk = \"gone\"\n"));
+        assert!(message.contains("kept") && message.contains("lost"), "{message}");
+        // `disk` belongs to restart only.
+        let crash_with_disk = with_faults("disk = \"lost\"\n", "");
+        let (_, _, message) = error_of(&crash_with_disk);
+        assert!(message.contains("`disk` does not apply to action = \"crash\""), "{message}");
+    }
+
     #[test]
     fn a_valid_file_parses_into_typed_values() {
         let scenario = parse(VALID).expect("valid");

@@ -524,3 +524,171 @@ impl Service for Republisher {
         self.clients.iter().filter_map(Client::poll_timeout).min()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::BrokerConfig;
+    use crate::service::BrokerService;
+
+    fn config() -> RepublisherConfig {
+        RepublisherConfig {
+            source: "broker:mqtt".parse().unwrap(),
+            destination: "broker:mqtt".parse().unwrap(),
+            filters: vec!["plant/#".to_string()],
+            from_prefix: "plant/".to_string(),
+            to_prefix: "cloud/".to_string(),
+            inflight_messages_limit: 10,
+            client_id: "bridge".to_string(),
+            keep_alive_secs: 30,
+            session_expiry_secs: 60,
+        }
+    }
+
+    #[test]
+    fn config_rules_name_the_key_at_fault() {
+        assert_eq!(config().validate(), Ok(()));
+        let cases: Vec<(RepublisherConfig, &str)> = vec![
+            (RepublisherConfig { filters: vec![], ..config() }, "filters"),
+            (RepublisherConfig { filters: vec!["plant/#/x".into()], ..config() }, "filters"),
+            (RepublisherConfig { filters: vec!["+/a".into()], ..config() }, "filters"),
+            (RepublisherConfig { from_prefix: "plant".into(), ..config() }, "from_prefix"),
+            (RepublisherConfig { to_prefix: "cloud/#/".into(), ..config() }, "to_prefix"),
+            (RepublisherConfig { to_prefix: "plant/x/".into(), ..config() }, "to_prefix"),
+            (RepublisherConfig { inflight_messages_limit: 0, ..config() }, "inflight_messages_limit"),
+            (RepublisherConfig { keep_alive_secs: 0, ..config() }, "keep_alive_secs"),
+            (RepublisherConfig { session_expiry_secs: 0, ..config() }, "session_expiry_secs"),
+        ];
+        for (bad, key) in cases {
+            let error = bad.validate().expect_err("must be refused");
+            assert_eq!(error.key(), key, "{error}");
+        }
+        assert_eq!(config().map_topic("plant/a/b").as_deref(), Some("cloud/a/b"));
+        assert_eq!(config().map_topic("other/a"), None);
+    }
+
+    /// A broker, a republisher and one publishing client, wired by hand. `hold_destination`
+    /// keeps the broker's bytes to the republisher's destination connection undelivered (a
+    /// destination that does not answer yet).
+    struct Bench {
+        now: Time,
+        broker: BrokerService,
+        republisher: Republisher,
+        publisher: Client,
+        next_connection: u64,
+        destination_connection: Option<ConnectionId>,
+        held: Vec<Bytes>,
+    }
+
+    const PUBLISHER: ConnectionId = ConnectionId(1_000);
+
+    impl Bench {
+        fn new() -> Bench {
+            let mut broker = BrokerService::new(BrokerConfig::default());
+            assert!(matches!(broker.poll_output(), Some(Output::Listen { .. })));
+            let publisher =
+                Client::new(ClientConfig { client_id: "dev".into(), ..ClientConfig::default() }, 7);
+            Bench {
+                now: Time::from_millis(1),
+                broker,
+                republisher: Republisher::new(config(), 3),
+                publisher,
+                next_connection: 1,
+                destination_connection: None,
+                held: Vec::new(),
+            }
+        }
+
+        fn pump(&mut self, hold_destination: bool) {
+            let now = self.now;
+            if self.republisher.poll_timeout().is_some_and(|at| at <= now) {
+                self.republisher.handle_timeout(now);
+            }
+            loop {
+                let mut progressed = false;
+                while let Some(output) = self.republisher.poll_output() {
+                    progressed = true;
+                    match output {
+                        Output::Connect { token, .. } => {
+                            let connection = ConnectionId(self.next_connection);
+                            self.next_connection += 1;
+                            if token.0 & 1 == DESTINATION as u64 {
+                                self.destination_connection = Some(connection);
+                            }
+                            self.broker.handle_accepted(now, "mqtt", connection);
+                            self.republisher.handle_connected(now, token, connection);
+                        }
+                        Output::Send { connection, bytes } => {
+                            self.broker.handle_bytes(now, connection, &bytes)
+                        }
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+                while let Some(event) = self.publisher.poll_event() {
+                    progressed = true;
+                    if event == ClientEvent::OpenTransport {
+                        self.broker.handle_accepted(now, "mqtt", PUBLISHER);
+                        self.publisher.handle_transport_connected(now);
+                    }
+                }
+                while let Some(bytes) = self.publisher.poll_transmit() {
+                    progressed = true;
+                    self.broker.handle_bytes(now, PUBLISHER, &bytes);
+                }
+                while let Some(output) = self.broker.poll_output() {
+                    progressed = true;
+                    let Output::Send { connection, bytes } = output else { panic!("unexpected {output:?}") };
+                    if connection == PUBLISHER {
+                        self.publisher.handle_bytes(now, &bytes);
+                    } else if hold_destination && Some(connection) == self.destination_connection {
+                        self.held.push(bytes);
+                    } else {
+                        self.republisher.handle_bytes(now, connection, &bytes);
+                    }
+                }
+                if !progressed {
+                    break;
+                }
+            }
+        }
+
+        fn release_destination(&mut self) {
+            let connection = self.destination_connection.expect("connected");
+            for bytes in std::mem::take(&mut self.held) {
+                self.republisher.handle_bytes(self.now, connection, &bytes);
+            }
+            self.pump(false);
+        }
+
+        fn source_unacked(&self) -> usize {
+            self.broker.broker().session_backlog("bridge-source").expect("source session").0
+        }
+    }
+
+    #[test]
+    fn the_source_is_acknowledged_only_after_the_destination_acknowledged_the_copy() {
+        let mut bench = Bench::new();
+        bench.publisher.connect(bench.now);
+        bench.pump(false);
+        assert!(bench.publisher.is_connected());
+        assert_eq!(bench.republisher.stats().received, 0);
+        bench.now = Time::from_millis(2);
+        let message = OutgoingPublish::new("plant/cell/dev", Bytes::from_static(b"stamp"), QoS::AtLeastOnce);
+        bench.publisher.publish(bench.now, message).expect("accepted");
+        // The destination's PUBACK is held back: the copy is in flight, the source unacked.
+        bench.pump(true);
+        assert_eq!(bench.republisher.stats().forwarded, 1);
+        assert_eq!(bench.republisher.inflight_len(), 1);
+        assert_eq!(bench.republisher.stats().source_acked, 0);
+        assert_eq!(bench.source_unacked(), 1, "the source broker still holds the message");
+        bench.now = Time::from_millis(3);
+        bench.release_destination();
+        assert_eq!(bench.republisher.stats().source_acked, 1);
+        assert_eq!(bench.republisher.inflight_len(), 0);
+        assert_eq!(bench.source_unacked(), 0);
+        assert_eq!(
+            bench.republisher.stats().dropped_queue_full + bench.republisher.stats().dropped_refused,
+            0
+        );
+    }
+}
