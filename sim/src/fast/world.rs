@@ -138,6 +138,9 @@ impl From<NetEvent> for WorldEvent {
 enum PodRecipe {
     Broker(BrokerConfig),
     Republisher(RepublisherConfig),
+    /// A test's own service, to exercise the world's wiring (disks, restarts) directly.
+    #[cfg(test)]
+    Custom(Box<dyn Fn() -> Box<dyn Service>>),
 }
 
 /// A pod: one service of the stack on a host. Pods are few, so each holds its service boxed
@@ -1144,6 +1147,8 @@ fn start_service(
             let member = (index as u64) << 32 | u64::from(pod.incarnation);
             Box::new(Republisher::new(config.clone(), member_seed(seed, Stream::Pods, member)))
         }
+        #[cfg(test)]
+        PodRecipe::Custom(build) => build(),
     };
     let first_start = pod.incarnation == 1;
     let mut declared = 0;
@@ -1205,3 +1210,7 @@ fn close_code(cause: CloseCause) -> u64 {
         CloseCause::BufferOverflow => 4,
     }
 }
+
+#[cfg(test)]
+#[path = "world_tests.rs"]
+mod tests;

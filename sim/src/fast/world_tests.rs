@@ -1,0 +1,201 @@
+//! Tests of the world's service wiring that need its internals: disk requests executed against
+//! the host's disk with replies delivered as events, and a restart that keeps or loses that
+//! disk.
+//!
+//! This module owns only test code; it must never be compiled into the library.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use edgeproof_scenarios::catalog;
+use edgeproof_system::service::{
+    ConnectFailure, ConnectToken, ConnectionId, DiskRequestId, MonotonicNow, Output, Port,
+};
+
+use super::*;
+
+/// The simplest `Fs` that keeps what it is given: enough to test the wiring (what reaches the
+/// disk and what comes back), not a model of durability (that is the disk model's business).
+#[derive(Default)]
+struct MapFs {
+    files: BTreeMap<String, Vec<u8>>,
+}
+
+impl Fs for MapFs {
+    fn append(&mut self, path: &str, data: &[u8]) -> Result<u64, FsError> {
+        let file = self.files.entry(path.to_string()).or_default();
+        file.extend_from_slice(data);
+        Ok(file.len() as u64)
+    }
+    fn sync(&mut self, path: &str) -> Result<(), FsError> {
+        self.files.get(path).map(|_| ()).ok_or(FsError::NotFound { path: path.to_string() })
+    }
+    fn read(&mut self, path: &str, offset: u64, len_max: usize) -> Result<Vec<u8>, FsError> {
+        let file = self.files.get(path).ok_or(FsError::NotFound { path: path.to_string() })?;
+        let start = (offset as usize).min(file.len());
+        Ok(file[start..(start + len_max).min(file.len())].to_vec())
+    }
+    fn len(&mut self, path: &str) -> Result<u64, FsError> {
+        self.files.get(path).map(|file| file.len() as u64).ok_or(FsError::NotFound { path: path.to_string() })
+    }
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), FsError> {
+        let file = self.files.remove(from).ok_or(FsError::NotFound { path: from.to_string() })?;
+        self.files.insert(to.to_string(), file);
+        Ok(())
+    }
+    fn remove(&mut self, path: &str) -> Result<(), FsError> {
+        self.files.remove(path).map(|_| ()).ok_or(FsError::NotFound { path: path.to_string() })
+    }
+    fn list(&mut self, _dir: &str) -> Result<Vec<String>, FsError> {
+        Ok(self.files.keys().cloned().collect())
+    }
+}
+
+type Replies = Rc<RefCell<Vec<DiskReply>>>;
+
+/// On start: reads its log, then appends one byte and syncs. Records every reply it receives.
+/// It declares the broker's port so it can stand in for a broker pod across restarts.
+struct DiskProbe {
+    replies: Replies,
+    declared: bool,
+    started: bool,
+    next_request: u64,
+    outputs: VecDeque<Output>,
+    now: MonotonicNow,
+}
+
+impl DiskProbe {
+    fn request(&mut self, op: DiskOp) {
+        self.outputs.push_back(Output::Disk { request: DiskRequestId(self.next_request), op });
+        self.next_request += 1;
+    }
+}
+
+impl Service for DiskProbe {
+    fn kind(&self) -> &'static str {
+        "disk-probe"
+    }
+    fn handle_accepted(&mut self, _now: Time, _port: &'static str, connection: ConnectionId) {
+        self.outputs.push_back(Output::Close { connection });
+    }
+    fn handle_connected(&mut self, _now: Time, _token: ConnectToken, _connection: ConnectionId) {}
+    fn handle_connect_failed(&mut self, _now: Time, _token: ConnectToken, _failure: ConnectFailure) {}
+    fn handle_bytes(&mut self, _now: Time, _connection: ConnectionId, _bytes: &[u8]) {}
+    fn handle_closed(&mut self, _now: Time, _connection: ConnectionId) {}
+    fn handle_timeout(&mut self, now: Time) {
+        self.now.advance(now);
+        if !self.started {
+            self.started = true;
+            self.request(DiskOp::Read { path: "probe/log".into(), offset: 0, len_max: 64 });
+        }
+    }
+    fn handle_disk(&mut self, now: Time, request: DiskRequestId, reply: DiskReply) {
+        self.now.advance(now);
+        self.replies.borrow_mut().push(reply);
+        if request.0 == 0 {
+            self.request(DiskOp::Append { path: "probe/log".into(), data: Bytes::from_static(b"x") });
+            self.request(DiskOp::Sync { path: "probe/log".into() });
+        }
+    }
+    fn poll_output(&mut self) -> Option<Output> {
+        if !self.declared {
+            self.declared = true;
+            return Some(Output::Listen { port: Port { name: "mqtt", number: 1883 } });
+        }
+        self.outputs.pop_front()
+    }
+    fn poll_event(&mut self) -> Option<ServiceEvent> {
+        None
+    }
+    fn poll_timeout(&self) -> Option<Time> {
+        (!self.started).then_some(Time::ZERO)
+    }
+}
+
+/// A one-device smoke with a second pod on the broker's host whose service is a [`DiskProbe`].
+fn world_with_probe(host_disk: Option<fn() -> Box<dyn Fs>>) -> (FastWorld, Replies) {
+    let mut scenario = catalog::get("smoke").expect("smoke");
+    scenario.fleets[0].count = 1;
+    scenario.duration_secs = 5;
+    let mut probe = scenario.pods[0].clone();
+    probe.name = "probe".to_string();
+    scenario.pods.push(probe);
+    let options = FastOptions { host_disk, ..FastOptions::default() };
+    let mut world = FastWorld::new(&scenario, 1, options).expect("builds");
+    let replies: Replies = Rc::default();
+    let shared = replies.clone();
+    world.crash_pod(Time::ZERO, 1);
+    world.pods[1].recipe = PodRecipe::Custom(Box::new(move || {
+        Box::new(DiskProbe {
+            replies: shared.clone(),
+            declared: false,
+            started: false,
+            next_request: 0,
+            outputs: VecDeque::new(),
+            now: MonotonicNow::default(),
+        })
+    }));
+    (world, replies)
+}
+
+fn map_fs() -> Box<dyn Fs> {
+    Box::new(MapFs::default())
+}
+
+#[test]
+fn disk_requests_reach_the_hosts_disk_and_a_restart_keeps_or_loses_it() {
+    let (mut world, replies) = world_with_probe(Some(map_fs));
+    let restart_and_run = |world: &mut FastWorld, at_millis: u64, disk: DiskFate| {
+        let now = Time::from_millis(at_millis);
+        world.run_until(now);
+        world.crash_pod(now, 1);
+        world.restart_pod(now, 1, disk);
+        world.run_until(Time::from_millis(at_millis + 100));
+    };
+    restart_and_run(&mut world, 10, DiskFate::Kept);
+    let not_found = DiskReply::Failed(FsError::NotFound { path: "probe/log".into() });
+    assert_eq!(*replies.borrow(), vec![not_found.clone(), DiskReply::Appended { len: 1 }, DiskReply::Synced]);
+    // A restart that keeps the disk finds what the previous incarnation wrote.
+    replies.borrow_mut().clear();
+    restart_and_run(&mut world, 200, DiskFate::Kept);
+    let first = replies.borrow()[0].clone();
+    assert_eq!(first, DiskReply::Read { data: Bytes::from_static(b"x") });
+    assert_eq!(replies.borrow()[1], DiskReply::Appended { len: 2 });
+    // A restart that loses the disk starts empty.
+    replies.borrow_mut().clear();
+    restart_and_run(&mut world, 400, DiskFate::Lost);
+    assert_eq!(replies.borrow()[0], not_found);
+    assert_eq!(replies.borrow()[1], DiskReply::Appended { len: 1 });
+    assert_eq!(world.stats().disk_requests_without_disk, 0);
+}
+
+#[test]
+fn a_crash_discards_the_replies_still_in_flight() {
+    let (mut world, replies) = world_with_probe(Some(map_fs));
+    let now = Time::from_millis(10);
+    world.run_until(now);
+    world.restart_pod(now, 1, DiskFate::Kept);
+    // The probe's first wake issues its read; the reply is queued for delivery: crash first.
+    world.on_pod_wake(now, 1);
+    assert_eq!(world.pods[1].disk_replies.len(), 1, "the read's reply waits for its event");
+    world.crash_pod(now, 1);
+    world.run_until(Time::from_millis(50));
+    assert!(
+        replies.borrow().is_empty(),
+        "a crashed service heard of its old request: {:?}",
+        replies.borrow()
+    );
+}
+
+#[test]
+fn without_a_disk_model_requests_fail_and_are_counted() {
+    let (mut world, replies) = world_with_probe(None);
+    let now = Time::from_millis(10);
+    world.run_until(now);
+    world.restart_pod(now, 1, DiskFate::Kept);
+    world.run_until(Time::from_millis(50));
+    assert!(matches!(replies.borrow()[0], DiskReply::Failed(FsError::Io { .. })));
+    assert_eq!(world.stats().disk_requests_without_disk, 3);
+}
