@@ -1110,7 +1110,7 @@ const POD_TOKEN_BIT: u64 = 1 << 63;
 const OUTBOUND_ID_BIT: u64 = 1 << 63;
 
 fn pod_of_token(token: u64) -> Option<usize> {
-    (token & POD_TOKEN_BIT != 0).then(|| (token & !POD_TOKEN_BIT) as usize)
+    (token & POD_TOKEN_BIT != 0).then_some((token & !POD_TOKEN_BIT) as usize)
 }
 
 fn inbound_id(conn: ConnId) -> ConnectionId {

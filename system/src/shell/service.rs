@@ -116,10 +116,13 @@ impl ServiceShellStats {
     }
 }
 
+/// Where `"pod:port"` lives in this world.
+pub type Resolver = Box<dyn Fn(&EndpointName) -> Option<SocketAddr> + Send>;
+
 /// What the service shell needs from its world besides the network: names and a disk.
 pub struct ServiceHost {
     /// Where `"pod:port"` lives; `None` is [`ConnectFailure::Unresolved`].
-    pub resolve: Box<dyn Fn(&EndpointName) -> Option<SocketAddr> + Send>,
+    pub resolve: Resolver,
     /// The host's disk; `None` answers every disk request with an I/O error.
     pub disk: Option<Box<dyn Fs + Send>>,
     pub stats: ServiceShellStats,
