@@ -77,5 +77,9 @@ fn readme_opens_with_the_demo_and_test_commands() {
     let readme = fs::read_to_string(workspace_root().join("README.md")).expect("README.md exists");
     let opening: String = readme.lines().take(8).collect::<Vec<_>>().join("\n");
     assert!(opening.contains("cargo run --release -- demo"), "README must open with the demo command");
-    assert!(opening.contains("cargo test --workspace"), "README must open with the test command");
+    assert!(opening.contains("scripts/test"), "README must open with the test command");
+    let script = fs::read_to_string(workspace_root().join("scripts/test")).expect("scripts/test exists");
+    assert!(script.contains("cargo test --workspace"), "scripts/test runs the workspace's tests");
+    let ci = fs::read_to_string(workspace_root().join(".ci/run")).expect(".ci/run exists");
+    assert!(ci.contains("scripts/test"), ".ci/run calls the README's test command");
 }

@@ -1,5 +1,7 @@
 //! edgeproof-scenarios: the scenario language, the device workload model, the payload stamp and
-//! the delivery oracle (ledger, checkers, verdicts).
+//! the delivery oracle (ledger, checkers, verdicts), and the agents: the engine-agnostic rules by
+//! which any driver of device and subscriber client cores (both simulators, loadgen) fills the
+//! ledger.
 //!
 //! It must never perform I/O beyond parsing text it is handed, and never depend on `sim` or
 //! `loadgen`: both worlds use it alike.
@@ -8,6 +10,7 @@
 //! [`Workload`] for a seed, drive the world while recording into a [`Ledger`], then build an
 //! [`Outcome`] which runs every checker and renders the verdict.
 
+pub mod agents;
 pub mod catalog;
 pub mod checkers;
 pub mod latency;

@@ -16,6 +16,8 @@ use edgeproof_system::service::MQTT_PORT;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use edgeproof_chaos::{DiskFate, Fault, FaultAction, LatencyRange};
+
 use crate::stamp::STAMP_LEN;
 
 /// Upper bound on devices per fleet; beyond it a file is almost certainly a typo, and the ledger's
@@ -73,32 +75,6 @@ pub struct NetworkSpec {
 impl Default for NetworkSpec {
     fn default() -> Self {
         NetworkSpec { latency_ms: LatencyRange::default_network(), loss: 0.0 }
-    }
-}
-
-/// Inclusive bounds of a uniformly drawn latency, in milliseconds.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LatencyRange {
-    /// Smallest latency.
-    pub min: f64,
-    /// Largest latency; `min <= max`.
-    pub max: f64,
-}
-
-impl LatencyRange {
-    fn default_network() -> LatencyRange {
-        LatencyRange { min: 1.0, max: 2.0 }
-    }
-
-    /// The lower bound as a duration.
-    pub fn min_duration(&self) -> Duration {
-        Duration::from_secs_f64(self.min / 1e3)
-    }
-
-    /// The upper bound as a duration.
-    pub fn max_duration(&self) -> Duration {
-        Duration::from_secs_f64(self.max / 1e3)
     }
 }
 
@@ -265,85 +241,6 @@ pub struct SubscriberSpec {
     /// Protocol version, "5" (default) or "3.1.1".
     #[serde(default)]
     pub protocol: Protocol,
-}
-
-/// A fault at a point in simulated time.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Fault {
-    /// When it happens, seconds from the start of the run.
-    pub at_secs: f64,
-    /// What happens.
-    pub action: FaultAction,
-}
-
-impl Fault {
-    /// When it happens, on the world's clock.
-    pub fn at(&self) -> Time {
-        secs_to_time(self.at_secs)
-    }
-}
-
-/// What a restart finds on its host's disk.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DiskFate {
-    /// Everything the disk made durable before the crash.
-    #[default]
-    Kept,
-    /// Nothing: the disk starts empty.
-    Lost,
-}
-
-impl DiskFate {
-    fn is_kept(&self) -> bool {
-        *self == DiskFate::Kept
-    }
-}
-
-/// The fault vocabulary of scenario files v0.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum FaultAction {
-    /// The pod's process dies; in-memory state is gone.
-    Crash {
-        /// The pod.
-        pod: String,
-    },
-    /// A crashed pod starts again.
-    Restart {
-        /// The pod.
-        pod: String,
-        /// Whether the host's disk survived (`kept`, the default: a process restart) or not
-        /// (`lost`: a replaced machine or wiped volume starts with an empty disk).
-        #[serde(default, skip_serializing_if = "DiskFate::is_kept")]
-        disk: DiskFate,
-    },
-    /// Every host in the group is cut off from every host outside it, both ways.
-    Partition {
-        /// The isolated group.
-        hosts: Vec<String>,
-    },
-    /// Undoes partitions: those isolating exactly `hosts`, or all of them when `hosts` is empty.
-    Heal {
-        /// The group whose partition ends; empty = heal everything.
-        hosts: Vec<String>,
-    },
-    /// Traffic from `from` to `to` is dropped; the other direction still flows.
-    PartitionOneway {
-        /// Sending side.
-        from: String,
-        /// Receiving side.
-        to: String,
-    },
-    /// Changes the link between two hosts (both directions).
-    Link {
-        /// Exactly two hosts.
-        hosts: Vec<String>,
-        /// New latency bounds, or unchanged.
-        latency_ms: Option<LatencyRange>,
-        /// New loss probability, or unchanged.
-        loss: Option<f64>,
-    },
 }
 
 /// What the oracle requires of a run.
@@ -1261,14 +1158,7 @@ fn fault_path(map: &SourceMap<'_>, fault: &Fault) -> Vec<PathStep<'static>> {
     let Some(document) = &map.document else { return vec![Key("faults")] };
     let Some(list) = document.get_ref().get("faults") else { return vec![Key("faults")] };
     let toml::de::DeValue::Array(list) = list.get_ref() else { return vec![Key("faults")] };
-    let wanted_action = match &fault.action {
-        FaultAction::Crash { .. } => "crash",
-        FaultAction::Restart { .. } => "restart",
-        FaultAction::Partition { .. } => "partition",
-        FaultAction::Heal { .. } => "heal",
-        FaultAction::PartitionOneway { .. } => "partition_oneway",
-        FaultAction::Link { .. } => "link",
-    };
+    let wanted_action = fault.action.name();
     for (index, entry) in list.iter().enumerate() {
         let toml::de::DeValue::Table(table) = entry.get_ref() else { continue };
         let action_matches = table.get("action").is_some_and(

@@ -2,7 +2,6 @@
 //!
 //! It must never read a real clock, draw unseeded randomness, or iterate default-hashed maps.
 
-pub mod agents;
 pub mod fast;
 pub mod turmoil_net;
 pub mod turmoil_world;

@@ -4,7 +4,7 @@
 //!
 //! This module owns the mapping from a [`Scenario`] to a turmoil simulation (one host per pod, one
 //! per fleet, one per subscriber), the drivers that feed the devices' planned publishes into their
-//! client shells and the shells' events into the ledger (through [`crate::agents`], the rules both
+//! client shells and the shells' events into the ledger (through [`edgeproof_scenarios::agents`], the rules both
 //! engines share), and the fault schedule, applied between simulation steps. It must never read a
 //! real clock (except [`run_turmoil`]'s one wall-clock measurement, which never influences the
 //! run), never draw unseeded randomness, and never let a client reach a broker except through
@@ -54,11 +54,11 @@ use edgeproof_system::time::{Clock, Time};
 use tokio::sync::mpsc;
 
 use crate::TurmoilNet;
-use crate::agents::{
+use edgeproof_scenarios::agents::{
     DeviceAgent, DeviceRecord, DropTally, DuePublish, SubscriberAgent, SubscriberRecord, broker_drop_reason,
     declare_drops, republish_drop_reason,
 };
-use crate::agents::{device_config, subscriber_config};
+use edgeproof_scenarios::agents::{device_config, subscriber_config};
 
 /// turmoil's cost grows with the cube of its hosts (brief, section 3); past this the shell world
 /// is the wrong tool and the fast engine is the right one.

@@ -44,7 +44,7 @@ use edgeproof_system::service::{
 };
 use edgeproof_system::time::Time;
 
-use crate::agents::{
+use edgeproof_scenarios::agents::{
     DeviceAgent, DeviceRecord, DropTally, SubscriberAgent, SubscriberRecord, broker_drop_reason,
     declare_drops, device_client, fleet_client_config, republish_drop_reason, subscriber_config,
 };
@@ -167,7 +167,7 @@ struct Pod {
     incarnation: u32,
 }
 
-/// A client's ledger bookkeeping: the engine-agnostic rules of [`crate::agents`], shared with
+/// A client's ledger bookkeeping: the engine-agnostic rules of [`edgeproof_scenarios::agents`], shared with
 /// the turmoil engine so both record the same scenario the same way. A device's agent is boxed
 /// so the (rare) subscribers do not make every device's slot larger.
 enum Role {

@@ -9,13 +9,13 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use bytes::BytesMut;
-use edgeproof_scenarios::ledger::{
+use crate::ledger::{
     DROP_DEVICE_QUEUE_FULL, DROP_MESSAGE_EXPIRED, DROP_PACKET_TOO_LARGE, DROP_QUEUE_FULL,
     DROP_QUOTA_EXCEEDED, DROP_SESSION_EXPIRED,
 };
-use edgeproof_scenarios::spec::{FleetSpec, SubscriberSpec};
-use edgeproof_scenarios::{DevicePlan, Ledger, ObserverId, PublishSchedule, Stamp};
+use crate::spec::{FleetSpec, SubscriberSpec};
+use crate::{DevicePlan, Ledger, ObserverId, PublishSchedule, Stamp};
+use bytes::BytesMut;
 use edgeproof_system::broker::DropReason;
 use edgeproof_system::client::{
     Client, ClientConfig, ClientEvent, OutgoingPublish, PublishError, PublishToken,
@@ -161,7 +161,7 @@ pub struct DeviceAgent {
 impl DeviceAgent {
     /// A device of `fleet` following `plan`; registers it as a publisher in `ledger`.
     pub fn new(plan: &DevicePlan, fleet: &FleetSpec, ledger: &mut Ledger) -> DeviceAgent {
-        assert!(fleet.payload_bytes as usize >= edgeproof_scenarios::STAMP_LEN, "validated payload size");
+        assert!(fleet.payload_bytes as usize >= crate::STAMP_LEN, "validated payload size");
         ledger.register_publisher(plan.publisher_id, &plan.client_id);
         DeviceAgent {
             publisher_id: plan.publisher_id,
@@ -321,7 +321,7 @@ pub fn broker_drop_reason(reason: DropReason) -> &'static str {
 
 /// The oracle's name for a republisher's drop reason (both engines tally through it).
 pub fn republish_drop_reason(reason: edgeproof_system::republisher::RepublishDropReason) -> &'static str {
-    use edgeproof_scenarios::ledger::{DROP_REPUBLISH_QUEUE_FULL, DROP_REPUBLISH_REFUSED};
+    use crate::ledger::{DROP_REPUBLISH_QUEUE_FULL, DROP_REPUBLISH_REFUSED};
     use edgeproof_system::republisher::RepublishDropReason;
     match reason {
         RepublishDropReason::QueueFull => DROP_REPUBLISH_QUEUE_FULL,
@@ -434,7 +434,7 @@ impl SubscriberAgent {
 
 #[cfg(test)]
 mod tests {
-    use edgeproof_scenarios::{Workload, catalog};
+    use crate::{Workload, catalog};
     use edgeproof_system::mqtt::ReasonCode;
 
     use super::*;
