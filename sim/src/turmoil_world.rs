@@ -34,15 +34,18 @@
 //! outcome at the end are indeterminate.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use edgeproof_scenarios::spec::{FaultAction, PodKind};
+use edgeproof_scenarios::spec::{DiskFate, FaultAction, PodKind};
 use edgeproof_scenarios::{Ledger, Outcome, RunInfo, Scenario, Workload};
 use edgeproof_system::broker::{BrokerConfig, BrokerEvent};
 use edgeproof_system::client::{ClientEvent, PublishToken};
+use edgeproof_system::fs::{Fs, FsError};
 use edgeproof_system::net::TokioClock;
 use edgeproof_system::republisher::{Republisher, RepublisherConfig, RepublisherEvent};
 use edgeproof_system::service::{BrokerService, EndpointName, MQTT_PORT, Output, Service, ServiceEvent};
@@ -54,6 +57,7 @@ use edgeproof_system::time::{Clock, Time};
 use tokio::sync::mpsc;
 
 use crate::TurmoilNet;
+use crate::disk::SimDisk;
 use edgeproof_scenarios::agents::{
     DeviceAgent, DeviceRecord, DropTally, DuePublish, SubscriberAgent, SubscriberRecord, broker_drop_reason,
     declare_drops, republish_drop_reason,
@@ -352,6 +356,46 @@ fn broker_addr(pod: &str) -> SocketAddr {
     SocketAddr::new(turmoil::lookup(pod), MQTT_PORT.number)
 }
 
+/// A host's simulated disk, shared by the pods on that host and kept across their restarts (the
+/// service shell takes a `Send` disk; turmoil runs everything on this thread, so the lock is never
+/// contended). Replies are immediate here: the shell applies each request as it drains (the fast
+/// engine delays them by `SimDisk::op_latency`).
+#[derive(Clone, Default)]
+struct SharedDisk(Arc<Mutex<SimDisk>>);
+
+impl SharedDisk {
+    fn with<T>(&self, action: impl FnOnce(&mut SimDisk) -> T) -> T {
+        action(&mut self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+}
+
+impl Fs for SharedDisk {
+    fn append(&mut self, path: &str, data: &[u8]) -> Result<u64, FsError> {
+        self.with(|disk| disk.append(path, data))
+    }
+    fn sync(&mut self, path: &str) -> Result<(), FsError> {
+        self.with(|disk| disk.sync(path))
+    }
+    fn read(&mut self, path: &str, offset: u64, len_max: usize) -> Result<Vec<u8>, FsError> {
+        self.with(|disk| disk.read(path, offset, len_max))
+    }
+    fn len(&mut self, path: &str) -> Result<u64, FsError> {
+        self.with(|disk| disk.len(path))
+    }
+    fn truncate(&mut self, path: &str, len: u64) -> Result<(), FsError> {
+        self.with(|disk| disk.truncate(path, len))
+    }
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), FsError> {
+        self.with(|disk| disk.rename(from, to))
+    }
+    fn remove(&mut self, path: &str) -> Result<(), FsError> {
+        self.with(|disk| disk.remove(path))
+    }
+    fn list(&mut self, dir: &str) -> Result<Vec<String>, FsError> {
+        self.with(|disk| disk.list(dir))
+    }
+}
+
 /// How to build a pod's service (again, after a restart).
 #[derive(Clone)]
 enum PodRecipe {
@@ -380,6 +424,7 @@ async fn service_pod(
     service: Box<dyn Service + Send>,
     ports: PortTable,
     shell: ServiceShellConfig,
+    disk: SharedDisk,
 ) -> turmoil::Result {
     let (events_sender, mut events) = mpsc::channel(BROKER_EVENTS_QUEUE_LIMIT);
     let stats = ServiceShellStats::default();
@@ -390,7 +435,12 @@ async fn service_pod(
             table.iter().find(|(pod, port, _)| *pod == endpoint.pod && *port == endpoint.port)?;
         Some(SocketAddr::new(turmoil::lookup(pod.as_str()), *number))
     };
-    let host = ServiceHost { resolve: Box::new(resolve), disk: None, stats, events: Some(events_sender) };
+    let host = ServiceHost {
+        resolve: Box::new(resolve),
+        disk: Some(Box::new(disk)),
+        stats,
+        events: Some(events_sender),
+    };
     let running = run_service(TurmoilNet, TokioClock::start(), service, shell, host);
     // Drained on this host's task (the books are not `Send`); it ends when the service does.
     let tally = async {
@@ -570,6 +620,8 @@ struct Driver<'a> {
     /// Turmoil hosts with the scenario host each lives on.
     hosts: Vec<(String, String)>,
     crashed: Vec<bool>,
+    /// Each pod's host disk (shared by pods on one scenario host), outliving restarts.
+    pod_disks: Vec<SharedDisk>,
 }
 
 impl Driver<'_> {
@@ -624,11 +676,15 @@ impl Driver<'_> {
                 assert!(!self.crashed[index], "validated: a crashed pod is not crashed again");
                 self.crashed[index] = true;
                 self.sim.crash(pod.as_str());
+                self.pod_disks[index].with(SimDisk::process_crash);
             }
-            FaultAction::Restart { pod, .. } => {
+            FaultAction::Restart { pod, disk } => {
                 let index = self.pod_index(pod);
                 assert!(self.crashed[index], "validated: only a crashed pod restarts");
                 self.crashed[index] = false;
+                if *disk == DiskFate::Lost {
+                    self.pod_disks[index].with(SimDisk::wipe);
+                }
                 self.sim.bounce(pod.as_str());
             }
             FaultAction::Partition { hosts } => {
@@ -767,17 +823,24 @@ pub fn run_turmoil(
         books: books.clone(),
         hosts: turmoil_hosts(scenario),
         crashed: vec![false; scenario.pods.len()],
+        pod_disks: Vec::new(),
     };
+    let mut host_disks: BTreeMap<&str, SharedDisk> = BTreeMap::new();
+    for pod in &scenario.pods {
+        let disk = host_disks.entry(pod.host.as_str()).or_default().clone();
+        driver.pod_disks.push(disk);
+    }
     let pod_shell = pod_shell_for(scenario, &options.pod_shell);
     for (index, (pod, recipe)) in scenario.pods.iter().zip(recipes).enumerate() {
         let shell = pod_shell.clone();
+        let disk = driver.pod_disks[index].clone();
         let books = books.clone();
         let ports = port_table.clone();
         let incarnation = std::cell::Cell::new(0_u64);
         driver.sim.host(pod.name.as_str(), move || {
             incarnation.set(incarnation.get() + 1);
             let service_seed = member_seed(seed, POD_STREAM, (index as u64) << 32 | incarnation.get());
-            service_pod(books.clone(), recipe.build(service_seed), ports.clone(), shell.clone())
+            service_pod(books.clone(), recipe.build(service_seed), ports.clone(), shell.clone(), disk.clone())
         });
     }
     for (index, spec) in scenario.subscribers.iter().enumerate() {

@@ -36,7 +36,7 @@ use edgeproof_scenarios::spec::{DiskFate, FaultAction, LatencyRange, PodKind};
 use edgeproof_scenarios::{Ledger, Outcome, RunInfo, Scenario, Workload};
 use edgeproof_system::broker::{BrokerConfig, BrokerEvent};
 use edgeproof_system::client::{Client, ClientEvent};
-use edgeproof_system::fs::{DiskOp, DiskReply, Fs, FsError, apply};
+use edgeproof_system::fs::{DiskReply, apply};
 use edgeproof_system::republisher::{Republisher, RepublisherConfig, RepublisherEvent};
 use edgeproof_system::service::{
     BrokerService, ConnectFailure as ServiceConnectFailure, ConnectToken, ConnectionId, DiskRequestId,
@@ -48,6 +48,8 @@ use edgeproof_scenarios::agents::{
     DeviceAgent, DeviceRecord, DropTally, SubscriberAgent, SubscriberRecord, broker_drop_reason,
     declare_drops, device_client, fleet_client_config, republish_drop_reason, subscriber_config,
 };
+
+use crate::disk::{DiskLatency, SimDisk};
 
 use super::net::{
     CloseCause, ConnId, ConnectFailure, Endpoint, HostId, LinkConfig, ListenerId, NetConfig, NetEvent,
@@ -69,9 +71,8 @@ pub struct FastOptions {
     pub trace_lines: usize,
     /// Upper bound on pending events; exceeding it is a model bug.
     pub pending_events_limit: usize,
-    /// Builds one host's disk. `None`: hosts have no disk, and every disk request of a service
-    /// fails with an I/O error (counted in [`WorldStats::disk_requests_without_disk`]).
-    pub host_disk: Option<fn() -> Box<dyn Fs>>,
+    /// How long operations take on every host's simulated disk.
+    pub disk_latency: DiskLatency,
 }
 
 impl Default for FastOptions {
@@ -80,7 +81,7 @@ impl Default for FastOptions {
             net: NetConfig::default(),
             trace_lines: 0,
             pending_events_limit: 1 << 26,
-            host_disk: None,
+            disk_latency: DiskLatency::default(),
         }
     }
 }
@@ -132,6 +133,12 @@ impl From<NetEvent> for WorldEvent {
     fn from(event: NetEvent) -> WorldEvent {
         WorldEvent::Net(event)
     }
+}
+
+/// One host's disk and when it finishes the operations queued on it.
+struct HostDisk {
+    disk: SimDisk,
+    busy_until: Time,
 }
 
 /// How to build a pod's service again after a crash: its kind and validated config.
@@ -200,8 +207,8 @@ pub struct WorldStats {
     pub timers_not_advanced: u64,
     /// Faults applied (scenario faults and the end-of-publishing recovery).
     pub faults_applied: u64,
-    /// Disk requests of services on hosts without a disk model (answered with an I/O error).
-    pub disk_requests_without_disk: u64,
+    /// Disk requests the services made (each answered after the disk's latency).
+    pub disk_requests: u64,
     /// Connects of services to endpoints that name no declared port.
     pub connects_unresolved: u64,
 }
@@ -218,8 +225,7 @@ pub struct FastWorld {
     /// Who owns each listener: (pod index, port name), indexed by `ListenerId`.
     listener_owners: Vec<(u32, &'static str)>,
     /// One disk per host (`None` without a disk model), indexed by `HostId`.
-    disks: Vec<Option<Box<dyn Fs>>>,
-    host_disk: Option<fn() -> Box<dyn Fs>>,
+    disks: Vec<HostDisk>,
     clients: Vec<SimClient>,
     host_names: Vec<String>,
     stats: WorldStats,
@@ -286,8 +292,9 @@ impl FastWorld {
                 incarnation: 0,
             });
         }
-        let disks: Vec<Option<Box<dyn Fs>>> =
-            (0..host_names.len().max(1)).map(|_| options.host_disk.map(|build| build())).collect();
+        let disks: Vec<HostDisk> = (0..host_names.len().max(1))
+            .map(|_| HostDisk { disk: SimDisk::new(options.disk_latency.clone()), busy_until: Time::ZERO })
+            .collect();
         // Every service declares its ports when built, so clients can be pointed at them.
         let mut listener_owners = Vec::new();
         for (index, pod) in pods.iter_mut().enumerate() {
@@ -358,7 +365,6 @@ impl FastWorld {
             pods,
             listener_owners,
             disks,
-            host_disk: options.host_disk,
             clients,
             host_names,
             stats: WorldStats::default(),
@@ -777,16 +783,17 @@ impl FastWorld {
             }
             ServiceOutput::Disk { request, op } => {
                 let pod = &mut self.pods[index];
-                let reply = match self.disks[pod.host.0 as usize].as_deref_mut() {
-                    Some(disk) => apply(disk, &op),
-                    None => {
-                        self.stats.disk_requests_without_disk += 1;
-                        DiskReply::Failed(FsError::Io { path: disk_op_path(&op).to_string() })
-                    }
-                };
+                self.stats.disk_requests += 1;
+                // The disk serves one operation at a time: this one starts when the previous one
+                // of the host is done, and its effect is visible (to reads) from now on.
+                let host_disk = &mut self.disks[pod.host.0 as usize];
+                let latency = host_disk.disk.op_latency(&op);
+                let done_at = host_disk.busy_until.max(now) + latency;
+                host_disk.busy_until = done_at;
+                let reply = apply(&mut host_disk.disk, &op);
                 pod.disk_replies.push_back((request, reply));
                 let event = WorldEvent::PodDisk { pod: index as u32, incarnation: pod.incarnation };
-                self.queue.schedule(now, event);
+                self.queue.schedule(done_at, event);
             }
             ServiceOutput::Listen { port } => {
                 unreachable!(
@@ -1047,6 +1054,8 @@ impl FastWorld {
         pod.crash_count += 1;
         pod.scheduled_wake = Time::MAX;
         pod.disk_replies.clear();
+        // A process crash on a live kernel: the page cache keeps what the process wrote.
+        self.disks[pod.host.0 as usize].disk.process_crash();
         // The kernel resets the process's connections: accepted ones through the listeners,
         // outbound ones one by one; connects in progress are abandoned.
         let listeners: Vec<ListenerId> = pod.ports.iter().map(|(_, listener)| *listener).collect();
@@ -1069,8 +1078,7 @@ impl FastWorld {
         }
         if disk == DiskFate::Lost {
             // A replaced machine or wiped volume: the host's disk starts empty.
-            let host = pod.host.0 as usize;
-            self.disks[host] = self.host_disk.map(|build| build());
+            self.disks[pod.host.0 as usize].disk.wipe();
         }
         start_service(pod, index, self.seed, &mut self.net, &mut self.listener_owners);
         self.after_pod(now, index);
@@ -1179,18 +1187,6 @@ fn start_service(
     }
     assert_eq!(declared, pod.ports.len(), "a restarted service declares the same ports");
     pod.service = Some(service);
-}
-
-fn disk_op_path(op: &DiskOp) -> &str {
-    match op {
-        DiskOp::Append { path, .. }
-        | DiskOp::Sync { path }
-        | DiskOp::Read { path, .. }
-        | DiskOp::Len { path }
-        | DiskOp::Remove { path } => path,
-        DiskOp::Rename { from, .. } => from,
-        DiskOp::List { dir } => dir,
-    }
 }
 
 fn link_from(latency: &LatencyRange, loss: f64) -> LinkConfig {

@@ -5,55 +5,18 @@
 //! This module owns only test code; it must never be compiled into the library.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use bytes::Bytes;
 use edgeproof_scenarios::catalog;
+use edgeproof_system::fs::{DiskOp, FsError};
 use edgeproof_system::service::{
     ConnectFailure, ConnectToken, ConnectionId, DiskRequestId, MonotonicNow, Output, Port,
 };
 
 use super::*;
 
-/// The simplest `Fs` that keeps what it is given: enough to test the wiring (what reaches the
-/// disk and what comes back), not a model of durability (that is the disk model's business).
-#[derive(Default)]
-struct MapFs {
-    files: BTreeMap<String, Vec<u8>>,
-}
-
-impl Fs for MapFs {
-    fn append(&mut self, path: &str, data: &[u8]) -> Result<u64, FsError> {
-        let file = self.files.entry(path.to_string()).or_default();
-        file.extend_from_slice(data);
-        Ok(file.len() as u64)
-    }
-    fn sync(&mut self, path: &str) -> Result<(), FsError> {
-        self.files.get(path).map(|_| ()).ok_or(FsError::NotFound { path: path.to_string() })
-    }
-    fn read(&mut self, path: &str, offset: u64, len_max: usize) -> Result<Vec<u8>, FsError> {
-        let file = self.files.get(path).ok_or(FsError::NotFound { path: path.to_string() })?;
-        let start = (offset as usize).min(file.len());
-        Ok(file[start..(start + len_max).min(file.len())].to_vec())
-    }
-    fn len(&mut self, path: &str) -> Result<u64, FsError> {
-        self.files.get(path).map(|file| file.len() as u64).ok_or(FsError::NotFound { path: path.to_string() })
-    }
-    fn rename(&mut self, from: &str, to: &str) -> Result<(), FsError> {
-        let file = self.files.remove(from).ok_or(FsError::NotFound { path: from.to_string() })?;
-        self.files.insert(to.to_string(), file);
-        Ok(())
-    }
-    fn remove(&mut self, path: &str) -> Result<(), FsError> {
-        self.files.remove(path).map(|_| ()).ok_or(FsError::NotFound { path: path.to_string() })
-    }
-    fn list(&mut self, _dir: &str) -> Result<Vec<String>, FsError> {
-        Ok(self.files.keys().cloned().collect())
-    }
-}
-
-type Replies = Rc<RefCell<Vec<DiskReply>>>;
+type Replies = Rc<RefCell<Vec<(Time, DiskReply)>>>;
 
 /// On start: reads its log, then appends one byte and syncs. Records every reply it receives.
 /// It declares the broker's port so it can stand in for a broker pod across restarts.
@@ -93,7 +56,7 @@ impl Service for DiskProbe {
     }
     fn handle_disk(&mut self, now: Time, request: DiskRequestId, reply: DiskReply) {
         self.now.advance(now);
-        self.replies.borrow_mut().push(reply);
+        self.replies.borrow_mut().push((now, reply));
         if request.0 == 0 {
             self.request(DiskOp::Append { path: "probe/log".into(), data: Bytes::from_static(b"x") });
             self.request(DiskOp::Sync { path: "probe/log".into() });
@@ -115,15 +78,14 @@ impl Service for DiskProbe {
 }
 
 /// A one-device smoke with a second pod on the broker's host whose service is a [`DiskProbe`].
-fn world_with_probe(host_disk: Option<fn() -> Box<dyn Fs>>) -> (FastWorld, Replies) {
+fn world_with_probe() -> (FastWorld, Replies) {
     let mut scenario = catalog::get("smoke").expect("smoke");
     scenario.fleets[0].count = 1;
     scenario.duration_secs = 5;
     let mut probe = scenario.pods[0].clone();
     probe.name = "probe".to_string();
     scenario.pods.push(probe);
-    let options = FastOptions { host_disk, ..FastOptions::default() };
-    let mut world = FastWorld::new(&scenario, 1, options).expect("builds");
+    let mut world = FastWorld::new(&scenario, 1, FastOptions::default()).expect("builds");
     let replies: Replies = Rc::default();
     let shared = replies.clone();
     world.crash_pod(Time::ZERO, 1);
@@ -140,13 +102,13 @@ fn world_with_probe(host_disk: Option<fn() -> Box<dyn Fs>>) -> (FastWorld, Repli
     (world, replies)
 }
 
-fn map_fs() -> Box<dyn Fs> {
-    Box::new(MapFs::default())
+fn replies_only(replies: &Replies) -> Vec<DiskReply> {
+    replies.borrow().iter().map(|(_, reply)| reply.clone()).collect()
 }
 
 #[test]
 fn disk_requests_reach_the_hosts_disk_and_a_restart_keeps_or_loses_it() {
-    let (mut world, replies) = world_with_probe(Some(map_fs));
+    let (mut world, replies) = world_with_probe();
     let restart_and_run = |world: &mut FastWorld, at_millis: u64, disk: DiskFate| {
         let now = Time::from_millis(at_millis);
         world.run_until(now);
@@ -156,24 +118,28 @@ fn disk_requests_reach_the_hosts_disk_and_a_restart_keeps_or_loses_it() {
     };
     restart_and_run(&mut world, 10, DiskFate::Kept);
     let not_found = DiskReply::Failed(FsError::NotFound { path: "probe/log".into() });
-    assert_eq!(*replies.borrow(), vec![not_found.clone(), DiskReply::Appended { len: 1 }, DiskReply::Synced]);
+    assert_eq!(
+        replies_only(&replies),
+        vec![not_found.clone(), DiskReply::Appended { len: 1 }, DiskReply::Synced]
+    );
     // A restart that keeps the disk finds what the previous incarnation wrote.
     replies.borrow_mut().clear();
     restart_and_run(&mut world, 200, DiskFate::Kept);
-    let first = replies.borrow()[0].clone();
-    assert_eq!(first, DiskReply::Read { data: Bytes::from_static(b"x") });
-    assert_eq!(replies.borrow()[1], DiskReply::Appended { len: 2 });
+    let kept = replies_only(&replies);
+    assert_eq!(kept[0], DiskReply::Read { data: Bytes::from_static(b"x") });
+    assert_eq!(kept[1], DiskReply::Appended { len: 2 });
     // A restart that loses the disk starts empty.
     replies.borrow_mut().clear();
     restart_and_run(&mut world, 400, DiskFate::Lost);
-    assert_eq!(replies.borrow()[0], not_found);
-    assert_eq!(replies.borrow()[1], DiskReply::Appended { len: 1 });
-    assert_eq!(world.stats().disk_requests_without_disk, 0);
+    let lost = replies_only(&replies);
+    assert_eq!(lost[0], not_found);
+    assert_eq!(lost[1], DiskReply::Appended { len: 1 });
+    assert_eq!(world.stats().disk_requests, 9);
 }
 
 #[test]
 fn a_crash_discards_the_replies_still_in_flight() {
-    let (mut world, replies) = world_with_probe(Some(map_fs));
+    let (mut world, replies) = world_with_probe();
     let now = Time::from_millis(10);
     world.run_until(now);
     world.restart_pod(now, 1, DiskFate::Kept);
@@ -190,12 +156,17 @@ fn a_crash_discards_the_replies_still_in_flight() {
 }
 
 #[test]
-fn without_a_disk_model_requests_fail_and_are_counted() {
-    let (mut world, replies) = world_with_probe(None);
+fn replies_come_after_the_disks_latency_one_operation_at_a_time() {
+    let (mut world, replies) = world_with_probe();
     let now = Time::from_millis(10);
     world.run_until(now);
     world.restart_pod(now, 1, DiskFate::Kept);
     world.run_until(Time::from_millis(50));
-    assert!(matches!(replies.borrow()[0], DiskReply::Failed(FsError::Io { .. })));
-    assert_eq!(world.stats().disk_requests_without_disk, 3);
+    let times: Vec<Time> = replies.borrow().iter().map(|(at, _)| *at).collect();
+    let latency = DiskLatency::default();
+    // The read starts at the probe's first wake (now) and takes the base cost.
+    assert_eq!(times[0], now + latency.op_base);
+    // Append and sync were asked together: the sync waits for the append, then flushes.
+    assert!(times[1] > times[0] && times[2] > times[1], "{times:?}");
+    assert!(times[2].saturating_duration_since(times[1]) >= latency.sync_base, "{times:?}");
 }
