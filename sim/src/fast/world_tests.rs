@@ -1,6 +1,6 @@
 //! Tests of the world's service wiring that need its internals: disk requests executed against
-//! the host's disk with replies delivered as events, and a restart that keeps or loses that
-//! disk.
+//! the host's disk with replies delivered as events after its latency, a restart that keeps or
+//! loses that disk, and outbound connects by endpoint name (resolved, unresolved, refused).
 //!
 //! This module owns only test code; it must never be compiled into the library.
 
@@ -22,6 +22,9 @@ type Replies = Rc<RefCell<Vec<(Time, DiskReply)>>>;
 /// It declares the broker's port so it can stand in for a broker pod across restarts.
 struct DiskProbe {
     replies: Replies,
+    /// Connect outcomes: `Some(failure)` or `None` for a success.
+    connects: Rc<RefCell<Vec<Option<ConnectFailure>>>>,
+    connect_to: Option<&'static str>,
     declared: bool,
     started: bool,
     next_request: u64,
@@ -43,8 +46,13 @@ impl Service for DiskProbe {
     fn handle_accepted(&mut self, _now: Time, _port: &'static str, connection: ConnectionId) {
         self.outputs.push_back(Output::Close { connection });
     }
-    fn handle_connected(&mut self, _now: Time, _token: ConnectToken, _connection: ConnectionId) {}
-    fn handle_connect_failed(&mut self, _now: Time, _token: ConnectToken, _failure: ConnectFailure) {}
+    fn handle_connected(&mut self, _now: Time, _token: ConnectToken, connection: ConnectionId) {
+        self.connects.borrow_mut().push(None);
+        self.outputs.push_back(Output::Close { connection });
+    }
+    fn handle_connect_failed(&mut self, _now: Time, _token: ConnectToken, failure: ConnectFailure) {
+        self.connects.borrow_mut().push(Some(failure));
+    }
     fn handle_bytes(&mut self, _now: Time, _connection: ConnectionId, _bytes: &[u8]) {}
     fn handle_closed(&mut self, _now: Time, _connection: ConnectionId) {}
     fn handle_timeout(&mut self, now: Time) {
@@ -52,6 +60,10 @@ impl Service for DiskProbe {
         if !self.started {
             self.started = true;
             self.request(DiskOp::Read { path: "probe/log".into(), offset: 0, len_max: 64 });
+            if let Some(endpoint) = self.connect_to {
+                let endpoint = endpoint.parse().expect("a valid endpoint name");
+                self.outputs.push_back(Output::Connect { token: ConnectToken(1), endpoint });
+            }
         }
     }
     fn handle_disk(&mut self, now: Time, request: DiskRequestId, reply: DiskReply) {
@@ -79,6 +91,13 @@ impl Service for DiskProbe {
 
 /// A one-device smoke with a second pod on the broker's host whose service is a [`DiskProbe`].
 fn world_with_probe() -> (FastWorld, Replies) {
+    let (world, replies, _) = world_with_connecting_probe(None);
+    (world, replies)
+}
+
+type Connects = Rc<RefCell<Vec<Option<ConnectFailure>>>>;
+
+fn world_with_connecting_probe(connect_to: Option<&'static str>) -> (FastWorld, Replies, Connects) {
     let mut scenario = catalog::get("smoke").expect("smoke");
     scenario.fleets[0].count = 1;
     scenario.duration_secs = 5;
@@ -88,10 +107,14 @@ fn world_with_probe() -> (FastWorld, Replies) {
     let mut world = FastWorld::new(&scenario, 1, FastOptions::default()).expect("builds");
     let replies: Replies = Rc::default();
     let shared = replies.clone();
+    let connects: Connects = Rc::default();
+    let shared_connects = connects.clone();
     world.crash_pod(Time::ZERO, 1);
     world.pods[1].recipe = PodRecipe::Custom(Box::new(move || {
         Box::new(DiskProbe {
             replies: shared.clone(),
+            connects: shared_connects.clone(),
+            connect_to,
             declared: false,
             started: false,
             next_request: 0,
@@ -99,7 +122,7 @@ fn world_with_probe() -> (FastWorld, Replies) {
             now: MonotonicNow::default(),
         })
     }));
-    (world, replies)
+    (world, replies, connects)
 }
 
 fn replies_only(replies: &Replies) -> Vec<DiskReply> {
@@ -169,4 +192,32 @@ fn replies_come_after_the_disks_latency_one_operation_at_a_time() {
     // Append and sync were asked together: the sync waits for the append, then flushes.
     assert!(times[1] > times[0] && times[2] > times[1], "{times:?}");
     assert!(times[2].saturating_duration_since(times[1]) >= latency.sync_base, "{times:?}");
+}
+
+#[test]
+fn a_pod_connects_to_another_pod_by_name_and_an_unknown_name_fails_as_unresolved() {
+    for (endpoint, expected) in [
+        ("broker:mqtt", None),
+        ("nowhere:mqtt", Some(ConnectFailure::Unresolved)),
+        ("broker:amqp", Some(ConnectFailure::Unresolved)),
+    ] {
+        let (mut world, _, connects) = world_with_connecting_probe(Some(endpoint));
+        let now = Time::from_millis(10);
+        world.run_until(now);
+        world.restart_pod(now, 1, DiskFate::Kept);
+        world.run_until(Time::from_millis(100));
+        assert_eq!(*connects.borrow(), vec![expected], "{endpoint}");
+        assert_eq!(world.stats().connects_unresolved, u64::from(expected.is_some()), "{endpoint}");
+    }
+}
+
+#[test]
+fn a_connect_to_a_crashed_pod_is_refused() {
+    let (mut world, _, connects) = world_with_connecting_probe(Some("broker:mqtt"));
+    let now = Time::from_millis(10);
+    world.run_until(now);
+    world.crash_pod(now, 0);
+    world.restart_pod(now, 1, DiskFate::Kept);
+    world.run_until(Time::from_millis(100));
+    assert_eq!(*connects.borrow(), vec![Some(ConnectFailure::Refused)]);
 }
