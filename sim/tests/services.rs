@@ -78,3 +78,22 @@ fn a_republisher_cut_off_from_its_broker_is_caught_as_loss() {
     assert!(outcome.counters.lost > 0, "{}", outcome.verdict_table());
     assert_eq!(outcome.verdict, Verdict::Fail);
 }
+
+#[test]
+fn after_a_broker_crash_the_republisher_subscribes_again_and_forwarding_resumes() {
+    // The in-memory broker loses every session (so messages are lost: the oracle must say so),
+    // but once it is back the republisher's fresh source session subscribes again and the
+    // messages published after the restart reach the historian.
+    let mut scenario = small_republish(20, 20);
+    let broker = "broker".to_string();
+    scenario.faults = vec![
+        Fault { at_secs: 5.0, action: FaultAction::Crash { pod: broker.clone() } },
+        Fault { at_secs: 7.0, action: FaultAction::Restart { pod: broker, disk: DiskFate::Kept } },
+    ];
+    let outcome = run(&scenario, 8);
+    assert_eq!(outcome.counters.published, 400);
+    assert!(outcome.counters.lost > 0, "{}", outcome.verdict_table());
+    assert_eq!(outcome.verdict, Verdict::Fail);
+    // 13 of the 20 seconds come after the restart: at least their messages arrive.
+    assert!(outcome.counters.delivered >= 20 * 12, "{}", outcome.verdict_table());
+}

@@ -257,7 +257,8 @@ pub struct Republisher {
     outputs: std::collections::VecDeque<Output>,
     events: std::collections::VecDeque<ServiceEvent>,
     started: bool,
-    subscribed_once: bool,
+    /// The source's SUBACK arrived (a fresh session afterwards needs a new SUBSCRIBE).
+    subscription_acked: bool,
     next_token: u64,
     now: MonotonicNow,
     stats: RepublisherStats,
@@ -281,7 +282,7 @@ impl Republisher {
             outputs: Default::default(),
             events: Default::default(),
             started: false,
-            subscribed_once: false,
+            subscription_acked: false,
             next_token: 0,
             now: MonotonicNow::default(),
             stats: RepublisherStats::default(),
@@ -363,12 +364,24 @@ impl Republisher {
                     destination: side == DESTINATION,
                     session_present,
                 }));
-                if side == SOURCE && !session_present && self.subscribed_once {
-                    // A fresh session lost the subscriptions: subscribe again.
+                if side == SOURCE && !session_present {
+                    // A fresh source session: the broker forgot the messages whose copies are in
+                    // flight (nothing to ack any more), and its packet ids start over, so an old
+                    // id must not make a new message look like a redelivery.
+                    for (source_id, _, _) in self.inflight.values_mut() {
+                        *source_id = None;
+                    }
+                    self.inflight_source_ids.clear();
+                }
+                if side == SOURCE && !session_present && self.subscription_acked {
+                    // A fresh session lost the acknowledged subscriptions: subscribe again. (One
+                    // not yet acknowledged is re-sent by the core itself.)
+                    self.subscription_acked = false;
                     self.clients[SOURCE].subscribe(now, self.subscriptions()).expect("validated filters");
                 }
             }
             ClientEvent::Message(publish) if side == SOURCE => self.forward(now, publish),
+            ClientEvent::Subscribed { .. } if side == SOURCE => self.subscription_acked = true,
             ClientEvent::PublishAcked { token, .. } if side == DESTINATION => {
                 let (source_id, _, _) = self.inflight.remove(&token).expect("an acked copy was in flight");
                 self.ack_source(now, source_id);
@@ -493,7 +506,6 @@ impl Service for Republisher {
         if !self.started {
             self.started = true;
             self.clients[SOURCE].subscribe(now, self.subscriptions()).expect("validated filters");
-            self.subscribed_once = true;
             self.clients[SOURCE].connect(now);
             self.clients[DESTINATION].connect(now);
         }
