@@ -677,7 +677,7 @@ impl FastWorld {
         };
         self.trace.record(
             now,
-            TraceKind::BrokerEvent,
+            TraceKind::DiskReply,
             index as u64,
             request.0,
             u64::from(matches!(reply, DiskReply::Failed(_))),
@@ -717,11 +717,11 @@ impl FastWorld {
                 }
                 ServiceEvent::Republisher(RepublisherEvent::MessageDropped { reason, .. }) => {
                     *self.declared_drops.entry(republish_drop_reason(reason)).or_default() += 1;
-                    self.trace.record(now, TraceKind::BrokerEvent, index as u64, 1 << 32 | reason as u64, 0);
+                    self.trace.record(now, TraceKind::ServiceEvent, index as u64, 1 << 32 | reason as u64, 0);
                 }
                 ServiceEvent::Republisher(RepublisherEvent::Connected { destination, session_present }) => {
                     let code = 2 << 32 | u64::from(destination) << 1 | u64::from(session_present);
-                    self.trace.record(now, TraceKind::BrokerEvent, index as u64, code, 0);
+                    self.trace.record(now, TraceKind::ServiceEvent, index as u64, code, 0);
                 }
                 ServiceEvent::Broker(_) => {}
             }
