@@ -54,6 +54,23 @@ impl Fault {
     }
 }
 
+/// What a restart finds on its host's disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiskFate {
+    /// Everything the disk made durable before the crash.
+    #[default]
+    Kept,
+    /// Nothing: the disk starts empty.
+    Lost,
+}
+
+impl DiskFate {
+    fn is_kept(&self) -> bool {
+        *self == DiskFate::Kept
+    }
+}
+
 /// The fault vocabulary of scenario files v0.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -67,6 +84,10 @@ pub enum FaultAction {
     Restart {
         /// The pod.
         pod: String,
+        /// Whether the host's disk survived (`kept`, the default: a process restart) or not
+        /// (`lost`: a replaced machine or wiped volume starts with an empty disk).
+        #[serde(default, skip_serializing_if = "DiskFate::is_kept")]
+        disk: DiskFate,
     },
     /// Every host in the group is cut off from every host outside it, both ways.
     Partition {

@@ -6,4 +6,4 @@
 
 pub mod fault;
 
-pub use fault::{Fault, FaultAction, LatencyRange};
+pub use fault::{DiskFate, Fault, FaultAction, LatencyRange};

@@ -350,14 +350,17 @@ pub fn connections_over_time(outcome: &Outcome) -> Option<Chart> {
     let connections = outcome.connections.as_ref()?;
     // On the throughput chart's intervals when those are coarser (both double from one second),
     // so the time charts line up and a long run does not pad one-second points to its end.
-    let factor = if connections.interval_secs > 0.0 && outcome.series.interval_secs > connections.interval_secs {
-        (outcome.series.interval_secs / connections.interval_secs).round().max(1.0) as usize
-    } else {
-        1
-    };
+    let factor =
+        if connections.interval_secs > 0.0 && outcome.series.interval_secs > connections.interval_secs {
+            (outcome.series.interval_secs / connections.interval_secs).round().max(1.0) as usize
+        } else {
+            1
+        };
     let interval_secs = connections.interval_secs * factor as f64;
-    let last_of = |values: &[u64]| -> Vec<u64> { values.chunks(factor).map(|chunk| chunk[chunk.len() - 1]).collect() };
-    let sum_of = |values: &[u64]| -> Vec<u64> { values.chunks(factor).map(|chunk| chunk.iter().sum()).collect() };
+    let last_of =
+        |values: &[u64]| -> Vec<u64> { values.chunks(factor).map(|chunk| chunk[chunk.len() - 1]).collect() };
+    let sum_of =
+        |values: &[u64]| -> Vec<u64> { values.chunks(factor).map(|chunk| chunk.iter().sum()).collect() };
     // The recorder stops at the last connection event; the clients stay connected after it, so
     // the count carries on to the end of the run (a fleet that connected in its first second
     // would otherwise be a single point).

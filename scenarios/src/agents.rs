@@ -319,6 +319,16 @@ pub fn broker_drop_reason(reason: DropReason) -> &'static str {
     }
 }
 
+/// The oracle's name for a republisher's drop reason (both engines tally through it).
+pub fn republish_drop_reason(reason: edgeproof_system::republisher::RepublishDropReason) -> &'static str {
+    use crate::ledger::{DROP_REPUBLISH_QUEUE_FULL, DROP_REPUBLISH_REFUSED};
+    use edgeproof_system::republisher::RepublishDropReason;
+    match reason {
+        RepublishDropReason::QueueFull => DROP_REPUBLISH_QUEUE_FULL,
+        RepublishDropReason::Refused => DROP_REPUBLISH_REFUSED,
+    }
+}
+
 /// Declares the tallied drops in the ledger (once, at the end of a run), in reason order.
 pub fn declare_drops(ledger: &mut Ledger, drops: &DropTally) {
     for (reason, count) in drops {

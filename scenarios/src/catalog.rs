@@ -39,8 +39,13 @@ macro_rules! entry {
 }
 
 /// Every catalogue entry, in a fixed order (simple to complex).
-pub const ENTRIES: &[CatalogEntry] =
-    &[entry!("smoke"), entry!("subscriber-offline"), entry!("device-partition"), entry!("broker-crash")];
+pub const ENTRIES: &[CatalogEntry] = &[
+    entry!("smoke"),
+    entry!("subscriber-offline"),
+    entry!("device-partition"),
+    entry!("broker-crash"),
+    entry!("republish"),
+];
 
 /// The names of every catalogue scenario.
 pub fn names() -> impl Iterator<Item = &'static str> {

@@ -534,6 +534,59 @@ payload_bytes = 40
     }
 
     #[test]
+    fn a_topic_rewrite_makes_republished_copies_expected_and_on_topic() {
+        // Publishers on `t/dev-N`, a republisher mapping `t/` to `cloud/`, an observer on
+        // `cloud/#` only: it expects every message, on the rewritten topic.
+        let mut ledger = Ledger::new();
+        ledger.add_topic_rewrite("t/", "cloud/");
+        let observer = ledger.register_observer("cloud", QoS::AtLeastOnce);
+        ledger.subscription_active(observer, &["cloud/#"], Time::ZERO);
+        for publisher in 0..2 {
+            ledger.register_publisher(publisher, &format!("dev-{publisher}"));
+        }
+        for seq in 0..3 {
+            for publisher in 0..2 {
+                let at = Time::from_secs(seq);
+                ledger.publish_invoked(publisher, seq, &topic(publisher), QoS::AtLeastOnce, at, at);
+                ledger.publish_acked(publisher, seq, at + std::time::Duration::from_millis(2));
+            }
+        }
+        let copy = |publisher: u64| format!("cloud/dev-{publisher}");
+        for seq in 0..3 {
+            let at = Time::from_secs(seq) + std::time::Duration::from_millis(5);
+            ledger.delivered(observer, &stamp(0, seq), &copy(0), at, false);
+            // Publisher 1's seq 2 never arrives: the oracle must call it lost.
+            if seq < 2 {
+                ledger.delivered(observer, &stamp(1, seq), &copy(1), at, false);
+            }
+        }
+        // A copy on a topic the rewrite does not produce is as wrong as a message never sent.
+        ledger.delivered(observer, &stamp(0, 0), "cloud/dev-1", Time::from_secs(4), false);
+        ledger.delivered(observer, &stamp(0, 1), "elsewhere/dev-0", Time::from_secs(4), false);
+        let (checks, counts) = run_all(&ledger, &scenario(""));
+        assert_eq!(counts.total.delivered, 5);
+        assert_eq!(counts.total.lost, 1, "{checks:#?}");
+        assert_eq!(counts.total.lost_examples, vec![(1, 2)]);
+        assert_eq!(counts.total.unexpected, 2);
+        assert!(!check(&checks, "total-queue").passed);
+    }
+
+    #[test]
+    fn without_the_rewrite_an_observer_of_the_copies_expects_nothing() {
+        // The same run with no republisher declared: nothing published matches `cloud/#`, so the
+        // copies are unexpected (the rewrite, not a lenient topic check, is what accepts them).
+        let mut ledger = Ledger::new();
+        let observer = ledger.register_observer("cloud", QoS::AtLeastOnce);
+        ledger.subscription_active(observer, &["cloud/#"], Time::ZERO);
+        ledger.register_publisher(0, "dev-0");
+        ledger.publish_invoked(0, 0, &topic(0), QoS::AtLeastOnce, Time::ZERO, Time::ZERO);
+        ledger.publish_acked(0, 0, Time::from_millis(2));
+        ledger.delivered(observer, &stamp(0, 0), "cloud/dev-0", Time::from_millis(5), false);
+        let (_, counts) = run_all(&ledger, &scenario(""));
+        assert_eq!((counts.total.unexpected, counts.total.lost, counts.total.delivered), (1, 0, 0));
+    }
+
+    #[test]
     fn a_duplicate_at_qos1_is_counted_and_allowed_but_fails_at_qos2() {
         let (mut ledger, observer) = invoked(1, 4, QoS::AtLeastOnce);
         deliver_all(&mut ledger, observer, 1, 4);

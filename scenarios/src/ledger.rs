@@ -42,7 +42,13 @@ pub const KNOWN_DROP_REASONS: &[&str] = &[
     DROP_MESSAGE_EXPIRED,
     DROP_SESSION_EXPIRED,
     DROP_PACKET_TOO_LARGE,
+    DROP_REPUBLISH_QUEUE_FULL,
+    DROP_REPUBLISH_REFUSED,
 ];
+/// A republisher's destination queue was full (a QoS 0 source message beyond its window).
+pub const DROP_REPUBLISH_QUEUE_FULL: &str = "republish_queue_full";
+/// A republisher's destination refused the copy (PUBACK >= 0x80 or too large for it).
+pub const DROP_REPUBLISH_REFUSED: &str = "republish_refused";
 
 /// How many example witnesses each anomaly keeps (the counts are always exact).
 pub const WITNESS_LIMIT: usize = 5;
@@ -538,6 +544,9 @@ pub struct Ledger {
     pub(crate) last_event_at: Time,
     /// Counts and latency over time.
     pub(crate) series: Series,
+    /// Topic rewrites of the world's republishers: (from prefix, to prefix). A message published
+    /// on `from + rest` is also expected, and on-topic, as `to + rest`.
+    topic_rewrites: Vec<(String, String)>,
 }
 
 /// Running totals over the whole ledger.
@@ -576,6 +585,7 @@ impl Ledger {
             send_lag: new_histogram(),
             last_event_at: Time::ZERO,
             series: Series::default(),
+            topic_rewrites: Vec::new(),
         }
     }
 
@@ -821,8 +831,10 @@ impl Ledger {
         let publisher = &self.publishers[slot];
         let stream = publisher.streams.of(stamp.seq);
         // Compare with the one topic it was published on: no hashing on the hot path.
-        if self.topics.name(stream.topic) != topic {
-            // Invoked, but delivered on another topic: as wrong as a message never sent.
+        let published_on = self.topics.name(stream.topic);
+        if published_on != topic && !rewrites_to(&self.topic_rewrites, published_on, topic) {
+            // Invoked, but delivered on another topic (and no republisher maps it there): as
+            // wrong as a message never sent.
             state.unexpected += 1;
             push_witness(&mut state.unexpected_examples, witness);
             return;
@@ -951,6 +963,22 @@ impl Ledger {
         all
     }
 
+    /// Declares that the world republishes every message published on `from_prefix + rest` as
+    /// `to_prefix + rest` (a republisher pod): observers matching the rewritten topic expect the
+    /// message, and its delivery there is on-topic. Call before any delivery is recorded.
+    pub fn add_topic_rewrite(&mut self, from_prefix: &str, to_prefix: &str) {
+        assert!(!from_prefix.is_empty() && !to_prefix.is_empty(), "a rewrite maps a prefix");
+        assert_eq!(self.counters.deliveries, 0, "rewrites are part of the world, declared before it runs");
+        self.topic_rewrites.push((from_prefix.to_string(), to_prefix.to_string()));
+    }
+
+    /// Every rewritten form of `topic`.
+    fn rewritten<'t>(&'t self, topic: &'t str) -> impl Iterator<Item = String> + 't {
+        self.topic_rewrites
+            .iter()
+            .filter_map(move |(from, to)| topic.strip_prefix(from.as_str()).map(|rest| format!("{to}{rest}")))
+    }
+
     /// The seq ranges of `publisher` that `observer` should have received on `topic`: those
     /// invoked while a matching filter was active, merged (filters may overlap), ascending.
     pub(crate) fn expected_ranges(
@@ -965,7 +993,10 @@ impl Ledger {
         let mut ranges: Vec<std::ops::Range<u64>> = observer
             .filters
             .iter()
-            .filter(|known| filter_matches(&known.filter, name))
+            .filter(|known| {
+                filter_matches(&known.filter, name)
+                    || self.rewritten(name).any(|rewritten| filter_matches(&known.filter, &rewritten))
+            })
             .flat_map(|known| known.windows.iter())
             .map(|(start, end)| first_at(*start)..end.map_or(publisher.invoked, first_at))
             .filter(|range| !range.is_empty())
@@ -1020,6 +1051,17 @@ fn push_witness<T>(examples: &mut Vec<T>, witness: T) {
     if examples.len() < WITNESS_LIMIT {
         examples.push(witness);
     }
+}
+
+/// Whether a rewrite maps `published` to `delivered` (no allocation: the delivery hot path).
+fn rewrites_to(rewrites: &[(String, String)], published: &str, delivered: &str) -> bool {
+    rewrites.iter().any(|(from, to)| {
+        published.strip_prefix(from.as_str()).is_some_and(|rest| {
+            delivered.len() == to.len() + rest.len()
+                && delivered.starts_with(to.as_str())
+                && delivered.ends_with(rest)
+        })
+    })
 }
 
 #[cfg(test)]

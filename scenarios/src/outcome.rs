@@ -187,7 +187,7 @@ impl FaultMarker {
     fn of(fault: &crate::spec::Fault) -> FaultMarker {
         let (action, target) = match &fault.action {
             FaultAction::Crash { pod } => ("crash", pod.clone()),
-            FaultAction::Restart { pod } => ("restart", pod.clone()),
+            FaultAction::Restart { pod, .. } => ("restart", pod.clone()),
             FaultAction::Partition { hosts } => ("partition", hosts.join(", ")),
             FaultAction::Heal { hosts } if hosts.is_empty() => ("heal", "all".to_string()),
             FaultAction::Heal { hosts } => ("heal", hosts.join(", ")),

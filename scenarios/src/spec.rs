@@ -11,10 +11,12 @@ use std::time::Duration;
 use edgeproof_system::Time;
 use edgeproof_system::mqtt::topic::{filter_matches, validate_topic_filter, validate_topic_name};
 use edgeproof_system::mqtt::{ProtocolVersion, QoS};
+use edgeproof_system::republisher::RepublisherConfig;
+use edgeproof_system::service::MQTT_PORT;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use edgeproof_chaos::{Fault, FaultAction, LatencyRange};
+pub use edgeproof_chaos::{DiskFate, Fault, FaultAction, LatencyRange};
 
 use crate::stamp::STAMP_LEN;
 
@@ -90,6 +92,9 @@ pub struct HostSpec {
 pub enum PodKind {
     /// A single in-memory MQTT broker (v0; clusters come later).
     Broker,
+    /// A bridge: subscribes on one broker, republishes under a rewritten topic to another
+    /// (`edgeproof_system::republisher::RepublisherConfig` is its `config`).
+    Republisher,
 }
 
 /// A pod of the stack under test.
@@ -361,6 +366,7 @@ struct FaultFile {
     to: Option<String>,
     latency_ms: Option<LatencyRange>,
     loss: Option<f64>,
+    disk: Option<DiskFate>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -412,8 +418,8 @@ mod qos_as_integer {
 
 /// One step of a path into the document, used to find the position of a value for an error.
 #[derive(Clone, Debug)]
-enum PathStep {
-    Key(&'static str),
+enum PathStep<'k> {
+    Key(&'k str),
     Index(usize),
 }
 
@@ -698,6 +704,9 @@ fn validate(file: ScenarioFile, map: &SourceMap<'_>) -> Result<Scenario, Scenari
 
     for (index, pod) in file.pods.iter().enumerate() {
         check_reference(map, &[Key("pods"), Index(index), Key("host")], "host", &pod.host, &hosts)?;
+        if pod.kind == PodKind::Republisher {
+            validate_republisher(map, index, pod, &brokers)?;
+        }
     }
     if file.fleets.is_empty() {
         return Err(map.invalid(&[], "no [[fleets]], expected at least one device fleet".to_string()));
@@ -739,6 +748,44 @@ fn validate(file: ScenarioFile, map: &SourceMap<'_>) -> Result<Scenario, Scenari
         faults,
         expect: file.expect,
     })
+}
+
+/// A republisher pod's `config`: every key known, every value valid, both endpoints naming a
+/// broker pod's MQTT port; errors point at the key at fault.
+fn validate_republisher(
+    map: &SourceMap<'_>,
+    index: usize,
+    pod: &PodSpec,
+    brokers: &[&str],
+) -> Result<(), ScenarioError> {
+    let config_path = [Key("pods"), Index(index), Key("config")];
+    let config: RepublisherConfig = pod.config.clone().try_into().map_err(|error: toml::de::Error| {
+        let message = error.message().trim().to_string();
+        // serde names the key in its message ("unknown field `x`", "missing field `x`"): point
+        // at that key when it is in the file, else at the table.
+        let key = message.split('`').nth(1).filter(|key| pod.config.contains_key(*key));
+        match key {
+            Some(key) => map.invalid(
+                &[Key("pods"), Index(index), Key("config"), Key(key)],
+                format!("republisher config: {message}"),
+            ),
+            None => map.invalid(&config_path, format!("republisher config: {message}")),
+        }
+    })?;
+    let at = |key: &'static str| [Key("pods"), Index(index), Key("config"), Key(key)];
+    config
+        .validate()
+        .map_err(|error| map.invalid(&at(error.key()), format!("republisher config: {error}")))?;
+    for (key, endpoint) in [("source", &config.source), ("destination", &config.destination)] {
+        check_reference(map, &at(key), "broker pod", &endpoint.pod, brokers)?;
+        if endpoint.port != MQTT_PORT.name {
+            return Err(map.invalid(
+                &at(key),
+                format!("endpoint `{endpoint}`: a broker's port is `{}`", MQTT_PORT.name),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn validate_fleet(
@@ -931,7 +978,8 @@ fn validate_fault(
         FaultKind::Link => "link",
     };
     let allowed: &[&str] = match fault.action {
-        FaultKind::Crash | FaultKind::Restart => &["pod"],
+        FaultKind::Crash => &["pod"],
+        FaultKind::Restart => &["pod", "disk"],
         FaultKind::Partition | FaultKind::Heal => &["hosts"],
         FaultKind::PartitionOneway => &["from", "to"],
         FaultKind::Link => &["hosts", "latency_ms", "loss"],
@@ -943,6 +991,7 @@ fn validate_fault(
         ("to", fault.to.is_some()),
         ("latency_ms", fault.latency_ms.is_some()),
         ("loss", fault.loss.is_some()),
+        ("disk", fault.disk.is_some()),
     ];
     for (key, is_present) in present {
         if is_present && !allowed.contains(&key) {
@@ -983,7 +1032,7 @@ fn validate_fault(
             if fault.action == FaultKind::Crash {
                 FaultAction::Crash { pod }
             } else {
-                FaultAction::Restart { pod }
+                FaultAction::Restart { pod, disk: fault.disk.unwrap_or_default() }
             }
         }
         FaultKind::Partition => {
@@ -1057,7 +1106,7 @@ fn check_fault_sequence(map: &SourceMap<'_>, faults: &[Fault]) -> Result<(), Sce
                 }
                 crashed.push(pod);
             }
-            FaultAction::Restart { pod } => {
+            FaultAction::Restart { pod, .. } => {
                 let Some(position) = crashed.iter().position(|name| name == pod) else {
                     return Err(map.invalid(
                         &path,
@@ -1105,7 +1154,7 @@ fn check_fault_sequence(map: &SourceMap<'_>, faults: &[Fault]) -> Result<(), Sce
 
 /// The path of a (sorted) fault in the original file: the first `[[faults]]` entry whose
 /// `at_secs` and `action` match.
-fn fault_path(map: &SourceMap<'_>, fault: &Fault) -> Vec<PathStep> {
+fn fault_path(map: &SourceMap<'_>, fault: &Fault) -> Vec<PathStep<'static>> {
     let Some(document) = &map.document else { return vec![Key("faults")] };
     let Some(list) = document.get_ref().get("faults") else { return vec![Key("faults")] };
     let toml::de::DeValue::Array(list) = list.get_ref() else { return vec![Key("faults")] };
@@ -1257,6 +1306,92 @@ allowed_drops = ["queue_full"]
 
     fn line_of(text: &str, needle: &str) -> usize {
         text.lines().position(|line| line.contains(needle)).expect("needle present") + 1
+    }
+
+    const REPUBLISH: &str = include_str!("../catalog/republish.toml");
+
+    fn republish_variant(from: &str, to: &str) -> String {
+        assert_eq!(REPUBLISH.matches(from).count(), 1, "`{from}` must occur once");
+        REPUBLISH.replace(from, to)
+    }
+
+    #[test]
+    fn a_republisher_pod_parses_with_its_config() {
+        let scenario = parse(REPUBLISH).expect("the catalogue's republish is valid");
+        let pod = scenario.pods.iter().find(|pod| pod.kind == PodKind::Republisher).expect("a republisher");
+        let config: RepublisherConfig = pod.config.clone().try_into().expect("typed");
+        assert_eq!(config.source.to_string(), "broker:mqtt");
+        assert_eq!(
+            config.map_topic("plant/cell1/dev-1/telemetry").as_deref(),
+            Some("cloud/cell1/dev-1/telemetry")
+        );
+    }
+
+    #[test]
+    fn republisher_config_errors_point_at_the_key_at_fault() {
+        // An unknown key: rejected, at its line.
+        let text =
+            republish_variant("keep_alive_secs = 30\nsession", "keep_alive_secs = 30\nretries = 3\nsession");
+        let (line, _, message) = error_of(&text);
+        assert_eq!(line, line_of(&text, "retries = 3"), "{message}");
+        assert!(message.contains("unknown field `retries`"), "{message}");
+        // A value serde refuses (a string for a number): at the config table at least.
+        let text = republish_variant("inflight_messages_limit = 100", "inflight_messages_limit = \"many\"");
+        let (line, _, message) = error_of(&text);
+        assert!(
+            line >= line_of(&text, "[pods.config]") && line <= line_of(&text, "inflight_messages_limit"),
+            "{message}"
+        );
+        // A rule of the republisher: a filter outside the prefix it rewrites.
+        let text = republish_variant(r##"filters = ["plant/#"]"##, r##"filters = ["#"]"##);
+        let (line, _, message) = error_of(&text);
+        assert_eq!(line, line_of(&text, r##"filters = ["#"]"##), "{message}");
+        assert!(message.contains("does not lie under from_prefix"), "{message}");
+        // Prefixes that would republish the republisher's own output.
+        let text = republish_variant(r#"to_prefix = "cloud/""#, r#"to_prefix = "plant/cloud/""#);
+        let (line, _, message) = error_of(&text);
+        assert_eq!(line, line_of(&text, "to_prefix"), "{message}");
+        // An endpoint naming no broker pod, and one naming a port the broker does not have.
+        let text = republish_variant(r#"source = "broker:mqtt""#, r#"source = "uplink:mqtt""#);
+        let (line, _, message) = error_of(&text);
+        assert_eq!(line, line_of(&text, "source = "), "{message}");
+        assert!(message.contains("unknown broker pod `uplink`"), "{message}");
+        let text = republish_variant(r#"destination = "broker:mqtt""#, r#"destination = "broker:amqp""#);
+        let (line, _, message) = error_of(&text);
+        assert_eq!(line, line_of(&text, "destination = "), "{message}");
+        // Not an endpoint at all.
+        let text = republish_variant(r#"source = "broker:mqtt""#, r#"source = "broker""#);
+        let (_, _, message) = error_of(&text);
+        assert!(message.contains("expected \"pod:port\""), "{message}");
+    }
+
+    #[test]
+    fn restart_says_whether_the_disk_survived() {
+        // The catalogue file has no faults; append a crash (with `crash_extra`) and a restart
+        // (with `restart_extra`).
+        let with_faults = |crash_extra: &str, restart_extra: &str| {
+            format!(
+                "{REPUBLISH}\n[[faults]]\nat_secs = 5\naction = \"crash\"\npod = \"broker\"\n{crash_extra}\n\
+                 [[faults]]\nat_secs = 6\naction = \"restart\"\npod = \"broker\"\n{restart_extra}"
+            )
+        };
+        let with = |restart_extra: &str| with_faults("", restart_extra);
+        let restart_disk = |text: &str| {
+            let scenario = parse(text).expect("valid");
+            let restart = scenario.faults.iter().find_map(|fault| match &fault.action {
+                FaultAction::Restart { disk, .. } => Some(*disk),
+                _ => None,
+            });
+            restart.expect("a restart")
+        };
+        assert_eq!(restart_disk(&with("")), DiskFate::Kept);
+        assert_eq!(restart_disk(&with("disk = \"lost\"\n")), DiskFate::Lost);
+        let (_, _, message) = error_of(&with("disk = \"gone\"\n"));
+        assert!(message.contains("kept") && message.contains("lost"), "{message}");
+        // `disk` belongs to restart only.
+        let crash_with_disk = with_faults("disk = \"lost\"\n", "");
+        let (_, _, message) = error_of(&crash_with_disk);
+        assert!(message.contains("`disk` does not apply to action = \"crash\""), "{message}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //!
 //! It must never read a real clock, draw unseeded randomness, or iterate default-hashed maps.
 
+pub mod disk;
 pub mod fast;
 pub mod turmoil_net;
 pub mod turmoil_world;

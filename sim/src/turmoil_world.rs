@@ -34,32 +34,35 @@
 //! outcome at the end are indeterminate.
 
 use std::cell::RefCell;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use edgeproof_scenarios::spec::FaultAction;
+use edgeproof_scenarios::spec::{DiskFate, FaultAction, PodKind};
 use edgeproof_scenarios::{Ledger, Outcome, RunInfo, Scenario, Workload};
 use edgeproof_system::broker::{BrokerConfig, BrokerEvent};
 use edgeproof_system::client::{ClientEvent, PublishToken};
-use edgeproof_system::net::{Net, TokioClock};
+use edgeproof_system::fs::{Fs, FsError};
+use edgeproof_system::net::TokioClock;
+use edgeproof_system::republisher::{Republisher, RepublisherConfig, RepublisherEvent};
+use edgeproof_system::service::{BrokerService, EndpointName, MQTT_PORT, Output, Service, ServiceEvent};
 use edgeproof_system::shell::{
-    BrokerObserver, BrokerShellConfig, BrokerShellStats, ClientHandle, ClientShellConfig, ClientShellError,
-    run_broker,
+    ClientHandle, ClientShellConfig, ClientShellError, ServiceHost, ServiceShellConfig, ServiceShellStats,
+    run_service,
 };
 use edgeproof_system::time::{Clock, Time};
 use tokio::sync::mpsc;
 
 use crate::TurmoilNet;
+use crate::disk::SimDisk;
 use edgeproof_scenarios::agents::{
     DeviceAgent, DeviceRecord, DropTally, DuePublish, SubscriberAgent, SubscriberRecord, broker_drop_reason,
-    declare_drops,
+    declare_drops, republish_drop_reason,
 };
 use edgeproof_scenarios::agents::{device_config, subscriber_config};
-
-/// The port every broker pod listens on.
-pub const BROKER_PORT: u16 = 1883;
 
 /// turmoil's cost grows with the cube of its hosts (brief, section 3); past this the shell world
 /// is the wrong tool and the fast engine is the right one.
@@ -72,8 +75,8 @@ pub struct TurmoilOptions {
     pub tick: Duration,
     /// Bounds of every device's and subscriber's client shell.
     pub client_shell: ClientShellConfig,
-    /// Bounds of every broker pod's shell.
-    pub broker_shell: BrokerShellConfig,
+    /// Bounds of every pod's service shell.
+    pub pod_shell: ServiceShellConfig,
 }
 
 impl Default for TurmoilOptions {
@@ -86,7 +89,7 @@ impl Default for TurmoilOptions {
                 read_buffer_bytes: 4 * 1024,
                 ..ClientShellConfig::default()
             },
-            broker_shell: BrokerShellConfig::default(),
+            pod_shell: ServiceShellConfig::default(),
         }
     }
 }
@@ -237,7 +240,7 @@ struct Books {
     drops: DropTally,
     /// The counters of every broker shell started (a restart starts a new one), to find broker
     /// events the observer queue could not take.
-    broker_shells: Vec<BrokerShellStats>,
+    pod_shells: Vec<ServiceShellStats>,
 }
 
 type Shared = Rc<RefCell<Books>>;
@@ -347,30 +350,114 @@ fn member_seed(seed: u64, stream: u64, index: u64) -> u64 {
 
 const DEVICE_STREAM: u64 = 1;
 const SUBSCRIBER_STREAM: u64 = 2;
+const POD_STREAM: u64 = 3;
 
 fn broker_addr(pod: &str) -> SocketAddr {
-    SocketAddr::new(turmoil::lookup(pod), BROKER_PORT)
+    SocketAddr::new(turmoil::lookup(pod), MQTT_PORT.number)
 }
 
-/// The software of a broker pod's host: the real broker shell on turmoil's TCP, its message
-/// drops tallied into the books by the same names as on the fast engine.
-async fn broker_pod(books: Shared, config: BrokerConfig, shell: BrokerShellConfig) -> turmoil::Result {
-    let net = TurmoilNet;
-    let listener = net.bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, BROKER_PORT))).await?;
+/// A host's simulated disk, shared by the pods on that host and kept across their restarts (the
+/// service shell takes a `Send` disk; turmoil runs everything on this thread, so the lock is never
+/// contended). Replies are immediate here: the shell applies each request as it drains (the fast
+/// engine delays them by `SimDisk::op_latency`).
+#[derive(Clone, Default)]
+struct SharedDisk(Arc<Mutex<SimDisk>>);
+
+impl SharedDisk {
+    fn with<T>(&self, action: impl FnOnce(&mut SimDisk) -> T) -> T {
+        action(&mut self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+}
+
+impl Fs for SharedDisk {
+    fn append(&mut self, path: &str, data: &[u8]) -> Result<u64, FsError> {
+        self.with(|disk| disk.append(path, data))
+    }
+    fn sync(&mut self, path: &str) -> Result<(), FsError> {
+        self.with(|disk| disk.sync(path))
+    }
+    fn read(&mut self, path: &str, offset: u64, len_max: usize) -> Result<Vec<u8>, FsError> {
+        self.with(|disk| disk.read(path, offset, len_max))
+    }
+    fn len(&mut self, path: &str) -> Result<u64, FsError> {
+        self.with(|disk| disk.len(path))
+    }
+    fn truncate(&mut self, path: &str, len: u64) -> Result<(), FsError> {
+        self.with(|disk| disk.truncate(path, len))
+    }
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), FsError> {
+        self.with(|disk| disk.rename(from, to))
+    }
+    fn remove(&mut self, path: &str) -> Result<(), FsError> {
+        self.with(|disk| disk.remove(path))
+    }
+    fn list(&mut self, dir: &str) -> Result<Vec<String>, FsError> {
+        self.with(|disk| disk.list(dir))
+    }
+}
+
+/// How to build a pod's service (again, after a restart).
+#[derive(Clone)]
+enum PodRecipe {
+    Broker(BrokerConfig),
+    Republisher(RepublisherConfig),
+}
+
+impl PodRecipe {
+    fn build(&self, seed: u64) -> Box<dyn Service + Send> {
+        match self {
+            PodRecipe::Broker(config) => Box::new(BrokerService::new(config.clone())),
+            PodRecipe::Republisher(config) => Box::new(Republisher::new(config.clone(), seed)),
+        }
+    }
+}
+
+/// The TCP port number of every declared (pod, port name): what a service's connect to
+/// `"pod:port"` resolves to (with turmoil's address of the pod's host).
+type PortTable = Rc<Vec<(String, &'static str, u16)>>;
+
+/// The software of a pod's host: its service in the generic service shell on turmoil's TCP,
+/// its drops tallied into the books by the same names as on the fast engine. `incarnation`
+/// counts starts, so a restarted service draws fresh (reproducible) jitter.
+async fn service_pod(
+    books: Shared,
+    service: Box<dyn Service + Send>,
+    ports: PortTable,
+    shell: ServiceShellConfig,
+    disk: SharedDisk,
+) -> turmoil::Result {
     let (events_sender, mut events) = mpsc::channel(BROKER_EVENTS_QUEUE_LIMIT);
-    let observer = BrokerObserver { stats: BrokerShellStats::default(), events: Some(events_sender) };
-    books.borrow_mut().broker_shells.push(observer.stats.clone());
-    let broker =
-        run_broker(net, TokioClock::start(), config, shell, listener, observer, std::future::pending());
-    // Drained on this host's task (the books are not `Send`); it ends when the broker does.
+    let stats = ServiceShellStats::default();
+    books.borrow_mut().pod_shells.push(stats.clone());
+    let table: Vec<(String, &'static str, u16)> = ports.as_ref().clone();
+    let resolve = move |endpoint: &EndpointName| {
+        let (pod, _, number) =
+            table.iter().find(|(pod, port, _)| *pod == endpoint.pod && *port == endpoint.port)?;
+        Some(SocketAddr::new(turmoil::lookup(pod.as_str()), *number))
+    };
+    let host = ServiceHost {
+        resolve: Box::new(resolve),
+        disk: Some(Box::new(disk)),
+        stats,
+        events: Some(events_sender),
+    };
+    let running = run_service(TurmoilNet, TokioClock::start(), service, shell, host);
+    // Drained on this host's task (the books are not `Send`); it ends when the service does.
     let tally = async {
         while let Some(event) = events.recv().await {
-            if let BrokerEvent::MessageDropped { reason, .. } = event {
-                *books.borrow_mut().drops.entry(broker_drop_reason(reason)).or_default() += 1;
-            }
+            let reason = match event {
+                ServiceEvent::Broker(BrokerEvent::MessageDropped { reason, .. }) => {
+                    broker_drop_reason(reason)
+                }
+                ServiceEvent::Republisher(RepublisherEvent::MessageDropped { reason, .. }) => {
+                    republish_drop_reason(reason)
+                }
+                _ => continue,
+            };
+            *books.borrow_mut().drops.entry(reason).or_default() += 1;
         }
     };
-    let (result, ()) = tokio::join!(broker, tally);
+    let (result, ()) = tokio::join!(running, tally);
     result?;
     Ok(())
 }
@@ -485,9 +572,9 @@ fn tcp_capacity(scenario: &Scenario) -> usize {
 /// shell, 10,000 by default) is raised to twice the scenario's clients, because a client that
 /// reconnects may hold its old connection (until the broker's keep-alive drops it) and its new
 /// one at once. Without this, the 10,001st device of a large fleet is refused forever.
-fn broker_shell_for(scenario: &Scenario, base: &BrokerShellConfig) -> BrokerShellConfig {
+fn pod_shell_for(scenario: &Scenario, base: &ServiceShellConfig) -> ServiceShellConfig {
     let clients = scenario.device_count() as usize + scenario.subscribers.len();
-    let config = BrokerShellConfig {
+    let config = ServiceShellConfig {
         tcp_connections_limit: base.tcp_connections_limit.max(2 * clients),
         ..base.clone()
     };
@@ -533,6 +620,8 @@ struct Driver<'a> {
     /// Turmoil hosts with the scenario host each lives on.
     hosts: Vec<(String, String)>,
     crashed: Vec<bool>,
+    /// Each pod's host disk (shared by pods on one scenario host), outliving restarts.
+    pod_disks: Vec<SharedDisk>,
 }
 
 impl Driver<'_> {
@@ -587,11 +676,15 @@ impl Driver<'_> {
                 assert!(!self.crashed[index], "validated: a crashed pod is not crashed again");
                 self.crashed[index] = true;
                 self.sim.crash(pod.as_str());
+                self.pod_disks[index].with(SimDisk::process_crash);
             }
-            FaultAction::Restart { pod } => {
+            FaultAction::Restart { pod, disk } => {
                 let index = self.pod_index(pod);
                 assert!(self.crashed[index], "validated: only a crashed pod restarts");
                 self.crashed[index] = false;
+                if *disk == DiskFate::Lost {
+                    self.pod_disks[index].with(SimDisk::wipe);
+                }
                 self.sim.bounce(pod.as_str());
             }
             FaultAction::Partition { hosts } => {
@@ -652,17 +745,40 @@ pub fn run_turmoil(
     check_supported(scenario)?;
     assert!(!options.tick.is_zero(), "a tick moves time");
 
-    let mut broker_configs = Vec::with_capacity(scenario.pods.len());
+    let mut ledger = Ledger::with_capacity(scenario.device_count() as usize);
+    let mut recipes = Vec::with_capacity(scenario.pods.len());
     for pod in &scenario.pods {
-        let config: BrokerConfig = pod.config.clone().try_into().map_err(|error: toml::de::Error| {
-            TurmoilError::PodConfig { pod: pod.name.clone(), message: error.to_string() }
-        })?;
-        broker_configs.push(config);
+        let invalid = |message: String| TurmoilError::PodConfig { pod: pod.name.clone(), message };
+        let recipe = match pod.kind {
+            PodKind::Broker => PodRecipe::Broker(
+                pod.config.clone().try_into().map_err(|error: toml::de::Error| invalid(error.to_string()))?,
+            ),
+            PodKind::Republisher => {
+                let config: RepublisherConfig = pod
+                    .config
+                    .clone()
+                    .try_into()
+                    .map_err(|error: toml::de::Error| invalid(error.to_string()))?;
+                config.validate().map_err(|error| invalid(error.to_string()))?;
+                ledger.add_topic_rewrite(&config.from_prefix, &config.to_prefix);
+                PodRecipe::Republisher(config)
+            }
+        };
+        recipes.push(recipe);
     }
+    // Every service declares its ports when built (the trait's contract): learn them once.
+    let mut port_table = Vec::new();
+    for (pod, recipe) in scenario.pods.iter().zip(&recipes) {
+        let mut service = recipe.build(0);
+        while let Some(output) = service.poll_output() {
+            let Output::Listen { port } = output else { unreachable!("a new service only declares ports") };
+            port_table.push((pod.name.clone(), port.name, port.number));
+        }
+    }
+    let port_table: PortTable = Rc::new(port_table);
 
     // Subscribers first, then devices in fleet order: the same registration order as the fast
     // engine, so observer ids and publisher ids agree.
-    let mut ledger = Ledger::with_capacity(scenario.device_count() as usize);
     let subscribers: Vec<SubscriberAgent> =
         scenario.subscribers.iter().map(|spec| SubscriberAgent::new(spec, &mut ledger)).collect();
     let workload = Workload::new(scenario, seed);
@@ -685,7 +801,7 @@ pub fn run_turmoil(
         stats: TurmoilStats::default(),
         payload_buffer: BytesMut::new(),
         drops: DropTally::new(),
-        broker_shells: Vec::new(),
+        pod_shells: Vec::new(),
     }));
 
     let end = scenario.end();
@@ -707,12 +823,25 @@ pub fn run_turmoil(
         books: books.clone(),
         hosts: turmoil_hosts(scenario),
         crashed: vec![false; scenario.pods.len()],
+        pod_disks: Vec::new(),
     };
-    let broker_shell = broker_shell_for(scenario, &options.broker_shell);
-    for (pod, config) in scenario.pods.iter().zip(broker_configs) {
-        let shell = broker_shell.clone();
+    let mut host_disks: BTreeMap<&str, SharedDisk> = BTreeMap::new();
+    for pod in &scenario.pods {
+        let disk = host_disks.entry(pod.host.as_str()).or_default().clone();
+        driver.pod_disks.push(disk);
+    }
+    let pod_shell = pod_shell_for(scenario, &options.pod_shell);
+    for (index, (pod, recipe)) in scenario.pods.iter().zip(recipes).enumerate() {
+        let shell = pod_shell.clone();
+        let disk = driver.pod_disks[index].clone();
         let books = books.clone();
-        driver.sim.host(pod.name.as_str(), move || broker_pod(books.clone(), config.clone(), shell.clone()));
+        let ports = port_table.clone();
+        let incarnation = std::cell::Cell::new(0_u64);
+        driver.sim.host(pod.name.as_str(), move || {
+            incarnation.set(incarnation.get() + 1);
+            let service_seed = member_seed(seed, POD_STREAM, (index as u64) << 32 | incarnation.get());
+            service_pod(books.clone(), recipe.build(service_seed), ports.clone(), shell.clone(), disk.clone())
+        });
     }
     for (index, spec) in scenario.subscribers.iter().enumerate() {
         let future = run_subscriber(
@@ -764,7 +893,7 @@ pub fn run_turmoil(
     for device in &mut books.devices {
         device.finish(end, &mut books.ledger);
     }
-    let unobserved: u64 = books.broker_shells.iter().map(|shell| shell.snapshot().events_dropped).sum();
+    let unobserved: u64 = books.pod_shells.iter().map(|shell| shell.snapshot().events_dropped).sum();
     books.stats.broker_events_unobserved = unobserved;
     if unobserved > 0 {
         books.drops.insert(DROP_BROKER_EVENTS_UNOBSERVED, unobserved);
@@ -827,10 +956,10 @@ mod tests {
     #[test]
     fn the_broker_shell_admits_every_client_of_the_scenario_twice() {
         let mut scenario = catalog::get("smoke").expect("smoke is in the catalogue");
-        let base = BrokerShellConfig::default();
-        assert_eq!(broker_shell_for(&scenario, &base).tcp_connections_limit, base.tcp_connections_limit);
+        let base = ServiceShellConfig::default();
+        assert_eq!(pod_shell_for(&scenario, &base).tcp_connections_limit, base.tcp_connections_limit);
         scenario.fleets[0].count = 20_000;
-        assert_eq!(broker_shell_for(&scenario, &base).tcp_connections_limit, 2 * 20_001);
+        assert_eq!(pod_shell_for(&scenario, &base).tcp_connections_limit, 2 * 20_001);
         assert!(tcp_capacity(&scenario) > 20_001, "every client's SYN fits the backlog");
     }
 

@@ -25,7 +25,7 @@ enum Expectation {
 /// [`every_catalogue_scenario_has_an_expectation`] until it is.
 fn expectation(name: &str) -> Option<Expectation> {
     match name {
-        "smoke" | "subscriber-offline" | "device-partition" => Some(Expectation::LossFree),
+        "smoke" | "subscriber-offline" | "device-partition" | "republish" => Some(Expectation::LossFree),
         "broker-crash" => Some(Expectation::LosesAcknowledged),
         _ => None,
     }
@@ -105,6 +105,11 @@ fn every_catalogue_scenario_has_an_expectation() {
 #[test]
 fn smoke_passes_under_every_seed() {
     assert_loss_free("smoke");
+}
+
+#[test]
+fn republish_passes_under_every_seed() {
+    assert_loss_free("republish");
 }
 
 #[test]

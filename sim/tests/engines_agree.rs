@@ -111,6 +111,12 @@ fn subscriber_offline_agrees_on_both_engines() {
 }
 
 #[test]
+fn republish_agrees_on_both_engines() {
+    // Two services talking (a broker and a republisher pod) on both engines.
+    assert_engines_agree_loss_free("republish");
+}
+
+#[test]
 fn device_partition_agrees_on_both_engines() {
     assert_engines_agree_loss_free("device-partition");
 }

@@ -260,3 +260,18 @@ fn exactly_once_on_turmoil_delivers_each_message_once() {
     assert_eq!(outcome.counters.deliveries, 50 * 20, "{table}");
     assert_eq!(outcome.counters.duplicated, 0, "{table}");
 }
+
+#[test]
+fn republish_on_turmoil_passes_and_replays_with_the_same_trace() {
+    // A broker and a republisher pod, each in the generic service shell, over turmoil's TCP.
+    let mut scenario = scaled("republish", 50);
+    scenario.duration_secs = 10;
+    let first = run(&scenario, 9).outcome;
+    let again = run(&scenario, 9).outcome;
+    let table = describe(&first);
+    assert_eq!(first.verdict, Verdict::Pass, "{table}");
+    assert_eq!(first.counters.published, 500, "{table}");
+    assert_eq!(first.counters.delivered, 500, "{table}");
+    assert_eq!(first.trace_hash, again.trace_hash, "same seed, different trace");
+    assert_eq!(first.counters, again.counters);
+}

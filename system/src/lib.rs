@@ -10,6 +10,8 @@ pub mod client;
 pub mod fs;
 pub mod mqtt;
 pub mod net;
+pub mod republisher;
+pub mod service;
 pub mod shell;
 pub mod time;
 

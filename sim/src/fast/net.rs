@@ -823,6 +823,25 @@ impl Network {
         assert!(!self.listeners[listener.0 as usize].up);
     }
 
+    /// The process behind the connecting end of `conn` died (a crashed pod's outbound
+    /// connection): data already sent still arrives, then an RST, as for [`Network::reset_listener`].
+    /// A connect still in progress is abandoned like a [`Network::close`] of it.
+    pub fn reset_client_end<E: From<NetEvent>>(
+        &mut self,
+        now: Time,
+        conn: ConnId,
+        queue: &mut EventQueue<E>,
+    ) {
+        let Some(connection) = self.live(conn) else { return };
+        if connection.end(Side::Client) == EndState::Open {
+            self.abort_end_with_rst(now, conn, Side::Client, queue);
+            self.maybe_free(conn);
+        } else {
+            self.close(now, conn, Side::Client, queue);
+        }
+        assert!(self.live(conn).is_none_or(|connection| connection.end(Side::Client) == EndState::Gone));
+    }
+
     /// Processes one of the network's own events.
     pub fn handle<E: From<NetEvent>>(&mut self, now: Time, event: NetEvent, queue: &mut EventQueue<E>) {
         match event {

@@ -35,6 +35,10 @@ pub enum TraceKind {
     BrokerEvent = 13,
     SubscriberWake = 14,
     Stall = 15,
+    /// A service other than a broker reported something (a republisher's drop or connect).
+    ServiceEvent = 16,
+    /// A disk reply reached a pod's service.
+    DiskReply = 17,
 }
 
 /// A running trace hash plus an optional ring of recent event lines.

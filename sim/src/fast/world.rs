@@ -28,23 +28,33 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::VecDeque;
+
 use bytes::BytesMut;
 use edgeproof_scenarios::ledger::DROP_DEVICE_QUEUE_FULL;
-use edgeproof_scenarios::spec::{FaultAction, LatencyRange};
+use edgeproof_scenarios::spec::{DiskFate, FaultAction, LatencyRange, PodKind};
 use edgeproof_scenarios::{Ledger, Outcome, RunInfo, Scenario, Workload};
-use edgeproof_system::broker::{Broker, BrokerConfig, BrokerEvent, ConnectionId, Transmit};
+use edgeproof_system::broker::{BrokerConfig, BrokerEvent};
 use edgeproof_system::client::{Client, ClientEvent};
+use edgeproof_system::fs::{DiskReply, apply};
+use edgeproof_system::republisher::{Republisher, RepublisherConfig, RepublisherEvent};
+use edgeproof_system::service::{
+    BrokerService, ConnectFailure as ServiceConnectFailure, ConnectToken, ConnectionId, DiskRequestId,
+    MQTT_PORT, Output as ServiceOutput, Service, ServiceEvent,
+};
 use edgeproof_system::time::Time;
 
 use edgeproof_scenarios::agents::{
     DeviceAgent, DeviceRecord, DropTally, SubscriberAgent, SubscriberRecord, broker_drop_reason,
-    declare_drops, device_client, fleet_client_config, subscriber_config,
+    declare_drops, device_client, fleet_client_config, republish_drop_reason, subscriber_config,
 };
+
+use crate::disk::{DiskLatency, SimDisk};
 
 use super::connections::{ConnectionEvent, ConnectionRecorder};
 use super::net::{
-    CloseCause, ConnId, Endpoint, HostId, LinkConfig, ListenerId, NetConfig, NetEvent, NetOutput, Network,
-    Side,
+    CloseCause, ConnId, ConnectFailure, Endpoint, HostId, LinkConfig, ListenerId, NetConfig, NetEvent,
+    NetOutput, Network, Side,
 };
 use super::queue::EventQueue;
 use super::rng::{Stream, member_seed};
@@ -62,11 +72,18 @@ pub struct FastOptions {
     pub trace_lines: usize,
     /// Upper bound on pending events; exceeding it is a model bug.
     pub pending_events_limit: usize,
+    /// How long operations take on every host's simulated disk.
+    pub disk_latency: DiskLatency,
 }
 
 impl Default for FastOptions {
     fn default() -> Self {
-        FastOptions { net: NetConfig::default(), trace_lines: 0, pending_events_limit: 1 << 26 }
+        FastOptions {
+            net: NetConfig::default(),
+            trace_lines: 0,
+            pending_events_limit: 1 << 26,
+            disk_latency: DiskLatency::default(),
+        }
     }
 }
 
@@ -100,6 +117,17 @@ enum WorldEvent {
     Fault(u32),
     PublishEnd,
     ClientStart(u32),
+    /// Deliver a pod's queued disk replies (if the pod is still in this incarnation).
+    PodDisk {
+        pod: u32,
+        incarnation: u32,
+    },
+    /// A pod's connect named an endpoint the world does not have.
+    PodConnectUnresolved {
+        pod: u32,
+        incarnation: u32,
+        token: u64,
+    },
 }
 
 impl From<NetEvent> for WorldEvent {
@@ -108,33 +136,43 @@ impl From<NetEvent> for WorldEvent {
     }
 }
 
-/// What a pod runs. New kinds (frontends, chain replicas) add a variant here and a case in the
-/// few `match`es that route connections and timers.
-enum PodCore {
-    Broker(Box<Broker>),
+/// One host's disk and when it finishes the operations queued on it.
+struct HostDisk {
+    disk: SimDisk,
+    busy_until: Time,
 }
 
-impl PodCore {
-    fn poll_timeout(&self) -> Option<Time> {
-        match self {
-            PodCore::Broker(broker) => broker.poll_timeout(),
-        }
-    }
-}
-
-/// How to build a pod's core again after a crash.
+/// How to build a pod's service again after a crash: its kind and validated config.
 enum PodRecipe {
     Broker(BrokerConfig),
+    Republisher(RepublisherConfig),
+    /// A test's own service, to exercise the world's wiring (disks, restarts) directly.
+    #[cfg(test)]
+    Custom(Box<dyn Fn() -> Box<dyn Service>>),
 }
 
+/// A pod: one service of the stack on a host. Pods are few, so each holds its service boxed
+/// behind the [`Service`] seam; devices and subscribers stay plain data.
 struct Pod {
     name: String,
-    listener: ListenerId,
+    host: HostId,
     recipe: PodRecipe,
     /// `None` while crashed: the in-memory state is gone.
-    core: Option<PodCore>,
+    service: Option<Box<dyn Service>>,
+    /// The ports this pod declared, with their listeners. A restarted service declares the same
+    /// ports again and gets the same listeners back.
+    ports: Vec<(&'static str, ListenerId)>,
+    /// Outbound connects in progress (the network's connection -> the service's token).
+    connecting: Vec<(ConnId, ConnectToken)>,
+    /// Outbound connections open, reset when the pod crashes.
+    outbound: Vec<ConnId>,
+    /// Disk replies waiting for their delivery event, in request order.
+    disk_replies: VecDeque<(DiskRequestId, DiskReply)>,
     scheduled_wake: Time,
     crash_count: u32,
+    /// Starts so far (1 after the initial start); names the disk reply events of this run of the
+    /// service, so a restarted service never receives the replies of its previous life.
+    incarnation: u32,
 }
 
 /// A client's ledger bookkeeping: the engine-agnostic rules of [`edgeproof_scenarios::agents`], shared with
@@ -170,6 +208,10 @@ pub struct WorldStats {
     pub timers_not_advanced: u64,
     /// Faults applied (scenario faults and the end-of-publishing recovery).
     pub faults_applied: u64,
+    /// Disk requests the services made (each answered after the disk's latency).
+    pub disk_requests: u64,
+    /// Connects of services to endpoints that name no declared port.
+    pub connects_unresolved: u64,
 }
 
 /// A scenario instantiated on the fast engine.
@@ -181,6 +223,10 @@ pub struct FastWorld {
     trace: Trace,
     ledger: Ledger,
     pods: Vec<Pod>,
+    /// Who owns each listener: (pod index, port name), indexed by `ListenerId`.
+    listener_owners: Vec<(u32, &'static str)>,
+    /// One disk per host (`None` without a disk model), indexed by `HostId`.
+    disks: Vec<HostDisk>,
     clients: Vec<SimClient>,
     host_names: Vec<String>,
     stats: WorldStats,
@@ -211,33 +257,63 @@ impl FastWorld {
                 .ok_or(FastError::Unknown { kind: "host", name: name.to_string() })
         };
 
+        let mut ledger = Ledger::new();
         let mut pods = Vec::with_capacity(scenario.pods.len());
-        for (index, spec) in scenario.pods.iter().enumerate() {
+        for spec in &scenario.pods {
             let host = host_of(&spec.host)?;
-            let config: BrokerConfig = spec.config.clone().try_into().map_err(|error: toml::de::Error| {
-                FastError::PodConfig { pod: spec.name.clone(), message: error.to_string() }
-            })?;
-            let listener = net.add_listener(host);
-            assert_eq!(listener.0 as usize, index, "listener ids follow pod order");
-            let recipe = PodRecipe::Broker(config);
-            let core = Some(build_core(&recipe));
+            let invalid = |message: String| FastError::PodConfig { pod: spec.name.clone(), message };
+            let recipe = match spec.kind {
+                PodKind::Broker => PodRecipe::Broker(
+                    spec.config
+                        .clone()
+                        .try_into()
+                        .map_err(|error: toml::de::Error| invalid(error.to_string()))?,
+                ),
+                PodKind::Republisher => {
+                    let config: RepublisherConfig = spec
+                        .config
+                        .clone()
+                        .try_into()
+                        .map_err(|error: toml::de::Error| invalid(error.to_string()))?;
+                    config.validate().map_err(|error| invalid(error.to_string()))?;
+                    // The oracle expects the republished copies where the rewrite puts them.
+                    ledger.add_topic_rewrite(&config.from_prefix, &config.to_prefix);
+                    PodRecipe::Republisher(config)
+                }
+            };
             pods.push(Pod {
                 name: spec.name.clone(),
-                listener,
+                host,
                 recipe,
-                core,
+                service: None,
+                ports: Vec::new(),
+                connecting: Vec::new(),
+                outbound: Vec::new(),
+                disk_replies: VecDeque::new(),
                 scheduled_wake: Time::MAX,
                 crash_count: 0,
+                incarnation: 0,
             });
         }
+        let disks: Vec<HostDisk> = (0..host_names.len().max(1))
+            .map(|_| HostDisk { disk: SimDisk::new(options.disk_latency.clone()), busy_until: Time::ZERO })
+            .collect();
+        // Every service declares its ports when built, so clients can be pointed at them.
+        let mut listener_owners = Vec::new();
+        for (index, pod) in pods.iter_mut().enumerate() {
+            start_service(pod, index, seed, &mut net, &mut listener_owners);
+        }
         let pod_of = |name: &str| -> Result<ListenerId, FastError> {
-            pods.iter()
+            let pod = pods
+                .iter()
                 .find(|pod| pod.name == name)
-                .map(|pod| pod.listener)
-                .ok_or(FastError::Unknown { kind: "pod", name: name.to_string() })
+                .ok_or(FastError::Unknown { kind: "pod", name: name.to_string() })?;
+            pod.ports
+                .iter()
+                .find(|(port, _)| *port == MQTT_PORT.name)
+                .map(|(_, listener)| *listener)
+                .ok_or(FastError::Unknown { kind: "MQTT port of pod", name: name.to_string() })
         };
-
-        let mut ledger = Ledger::new();
         let mut clients = Vec::with_capacity(scenario.device_count() as usize + scenario.subscribers.len());
         // Subscribers first, so their connects start before the devices' at time zero.
         for (index, spec) in scenario.subscribers.iter().enumerate() {
@@ -291,6 +367,8 @@ impl FastWorld {
             trace: Trace::new(options.trace_lines),
             ledger,
             pods,
+            listener_owners,
+            disks,
             clients,
             host_names,
             stats: WorldStats::default(),
@@ -343,6 +421,10 @@ impl FastWorld {
                 WorldEvent::Fault(index) => self.apply_fault(now, index as usize),
                 WorldEvent::PublishEnd => self.recover_all(now),
                 WorldEvent::ClientStart(index) => self.start_client(now, index as usize),
+                WorldEvent::PodDisk { pod, incarnation } => self.on_pod_disk(now, pod as usize, incarnation),
+                WorldEvent::PodConnectUnresolved { pod, incarnation, token } => {
+                    self.on_pod_connect_unresolved(now, pod as usize, incarnation, token)
+                }
             }
         }
         if self.queue.now() < deadline {
@@ -430,17 +512,18 @@ impl FastWorld {
             match output {
                 NetOutput::Accepted { conn, listener } => {
                     self.trace.record(now, TraceKind::Accepted, conn.as_u64(), u64::from(listener.0), 0);
-                    let pod_index = listener.0 as usize;
-                    match self.pods[pod_index].core.as_mut() {
-                        Some(PodCore::Broker(broker)) => {
-                            broker.handle_connection_opened(now, ConnectionId(conn.as_u64()))
-                        }
-                        None => unreachable!("a down listener accepted a connection"),
-                    }
+                    let (pod_index, port) = self.listener_owners[listener.0 as usize];
+                    let pod_index = pod_index as usize;
+                    let service = self.pods[pod_index].service.as_mut().expect("a down listener accepted");
+                    service.handle_accepted(now, port, inbound_id(conn));
                     self.after_pod(now, pod_index);
                 }
                 NetOutput::Connected { conn, token } => {
                     self.trace.record(now, TraceKind::Connected, conn.as_u64(), token, 0);
+                    if let Some(pod_index) = pod_of_token(token) {
+                        self.pod_connected(now, pod_index, conn);
+                        continue;
+                    }
                     let index = token as usize;
                     if self.clients[index].conn == Some(conn) {
                         self.clients[index].core.handle_transport_connected(now);
@@ -452,38 +535,54 @@ impl FastWorld {
                 }
                 NetOutput::ConnectFailed { conn, token, cause } => {
                     self.trace.record(now, TraceKind::ConnectFailed, conn.as_u64(), token, cause as u64);
+                    if let Some(pod_index) = pod_of_token(token) {
+                        let failure = match cause {
+                            ConnectFailure::Refused => ServiceConnectFailure::Refused,
+                            ConnectFailure::TimedOut => ServiceConnectFailure::TimedOut,
+                        };
+                        self.pod_connect_failed(now, pod_index, conn, failure);
+                        continue;
+                    }
                     self.client_transport_lost(now, token as usize, conn);
                 }
-                NetOutput::Data { conn, to, bytes } => match to {
-                    Endpoint::Client { token } => {
-                        self.trace.record(
-                            now,
-                            TraceKind::SegmentDelivered,
-                            conn.as_u64(),
-                            token,
-                            bytes.len() as u64,
-                        );
-                        let index = token as usize;
-                        if self.clients[index].conn == Some(conn) {
-                            self.clients[index].core.handle_bytes(now, &bytes);
-                            self.after_client(now, index, false);
+                NetOutput::Data { conn, to, bytes } => {
+                    let (pod_index, connection) = match to {
+                        Endpoint::Client { token } => {
+                            self.trace.record(
+                                now,
+                                TraceKind::SegmentDelivered,
+                                conn.as_u64(),
+                                token,
+                                bytes.len() as u64,
+                            );
+                            match pod_of_token(token) {
+                                Some(pod_index) => (pod_index, outbound_id(conn)),
+                                None => {
+                                    let index = token as usize;
+                                    if self.clients[index].conn == Some(conn) {
+                                        self.clients[index].core.handle_bytes(now, &bytes);
+                                        self.after_client(now, index, false);
+                                    }
+                                    continue;
+                                }
+                            }
                         }
-                    }
-                    Endpoint::Server { listener } => {
-                        self.trace.record(
-                            now,
-                            TraceKind::SegmentDelivered,
-                            conn.as_u64(),
-                            u64::from(listener.0) | 1 << 40,
-                            bytes.len() as u64,
-                        );
-                        let pod_index = listener.0 as usize;
-                        if let Some(PodCore::Broker(broker)) = self.pods[pod_index].core.as_mut() {
-                            broker.handle_bytes(now, ConnectionId(conn.as_u64()), &bytes);
-                            self.after_pod(now, pod_index);
+                        Endpoint::Server { listener } => {
+                            self.trace.record(
+                                now,
+                                TraceKind::SegmentDelivered,
+                                conn.as_u64(),
+                                u64::from(listener.0) | 1 << 40,
+                                bytes.len() as u64,
+                            );
+                            (self.listener_owners[listener.0 as usize].0 as usize, inbound_id(conn))
                         }
+                    };
+                    if let Some(service) = self.pods[pod_index].service.as_mut() {
+                        service.handle_bytes(now, connection, &bytes);
+                        self.after_pod(now, pod_index);
                     }
-                },
+                }
                 NetOutput::Closed { conn, end, cause } => match end {
                     Endpoint::Client { token } => {
                         self.trace.record(
@@ -493,7 +592,20 @@ impl FastWorld {
                             token,
                             close_code(cause),
                         );
-                        self.client_transport_lost(now, token as usize, conn);
+                        match pod_of_token(token) {
+                            Some(pod_index) => {
+                                let pod = &mut self.pods[pod_index];
+                                let before = pod.outbound.len();
+                                pod.outbound.retain(|open| *open != conn);
+                                if pod.outbound.len() < before
+                                    && let Some(service) = pod.service.as_mut()
+                                {
+                                    service.handle_closed(now, outbound_id(conn));
+                                    self.after_pod(now, pod_index);
+                                }
+                            }
+                            None => self.client_transport_lost(now, token as usize, conn),
+                        }
                     }
                     Endpoint::Server { listener } => {
                         self.trace.record(
@@ -503,9 +615,9 @@ impl FastWorld {
                             u64::from(listener.0) | 1 << 40,
                             close_code(cause),
                         );
-                        let pod_index = listener.0 as usize;
-                        if let Some(PodCore::Broker(broker)) = self.pods[pod_index].core.as_mut() {
-                            broker.handle_connection_lost(now, ConnectionId(conn.as_u64()));
+                        let pod_index = self.listener_owners[listener.0 as usize].0 as usize;
+                        if let Some(service) = self.pods[pod_index].service.as_mut() {
+                            service.handle_closed(now, inbound_id(conn));
                             self.after_pod(now, pod_index);
                         }
                     }
@@ -527,6 +639,29 @@ impl FastWorld {
 
     // ---- pods --------------------------------------------------------------------------------
 
+    fn pod_connected(&mut self, now: Time, index: usize, conn: ConnId) {
+        let pod = &mut self.pods[index];
+        let Some(position) = pod.connecting.iter().position(|(pending, _)| *pending == conn) else {
+            // A connect of a previous incarnation (the pod crashed meanwhile): its process is gone.
+            self.net.reset_client_end(now, conn, &mut self.queue);
+            return;
+        };
+        let (_, token) = pod.connecting.swap_remove(position);
+        pod.outbound.push(conn);
+        let service = pod.service.as_mut().expect("a crash clears the connects in progress");
+        service.handle_connected(now, token, outbound_id(conn));
+        self.after_pod(now, index);
+    }
+
+    fn pod_connect_failed(&mut self, now: Time, index: usize, conn: ConnId, failure: ServiceConnectFailure) {
+        let pod = &mut self.pods[index];
+        let Some(position) = pod.connecting.iter().position(|(pending, _)| *pending == conn) else { return };
+        let (_, token) = pod.connecting.swap_remove(position);
+        let service = pod.service.as_mut().expect("a crash clears the connects in progress");
+        service.handle_connect_failed(now, token, failure);
+        self.after_pod(now, index);
+    }
+
     fn on_pod_wake(&mut self, now: Time, index: usize) {
         let pod = &mut self.pods[index];
         if pod.scheduled_wake != now {
@@ -534,61 +669,150 @@ impl FastWorld {
         }
         pod.scheduled_wake = Time::MAX;
         self.trace.record(now, TraceKind::PodWake, index as u64, 0, 0);
-        match pod.core.as_mut() {
-            Some(PodCore::Broker(broker)) => broker.handle_timeout(now),
-            None => return,
-        }
+        let Some(service) = pod.service.as_mut() else { return };
+        service.handle_timeout(now);
         self.after_pod(now, index);
     }
 
-    /// Drains a pod's outputs into the network and reschedules its wake.
-    fn after_pod(&mut self, now: Time, index: usize) {
+    fn on_pod_disk(&mut self, now: Time, index: usize, incarnation: u32) {
         let pod = &mut self.pods[index];
-        let Some(core) = pod.core.as_mut() else { return };
-        match core {
-            PodCore::Broker(broker) => {
-                while let Some(transmit) = broker.poll_transmit() {
-                    match transmit {
-                        Transmit::Send { connection, bytes } => {
-                            let conn = ConnId::from_u64(connection.0);
-                            self.trace.record(
-                                now,
-                                TraceKind::SegmentSent,
-                                connection.0,
-                                index as u64,
-                                bytes.len() as u64,
-                            );
-                            // A send on a connection the network already closed is dropped; the
-                            // broker learns of the loss from the network's own report.
-                            let _ = self.net.send(now, conn, Side::Server, bytes, &mut self.queue);
-                        }
-                        Transmit::Close { connection } => {
-                            self.net.close(
-                                now,
-                                ConnId::from_u64(connection.0),
-                                Side::Server,
-                                &mut self.queue,
-                            );
-                        }
-                    }
+        if pod.incarnation != incarnation || pod.service.is_none() {
+            return; // Replies to a service that crashed: it never hears of them.
+        }
+        let Some((request, reply)) = pod.disk_replies.pop_front() else {
+            unreachable!("one delivery event per queued reply")
+        };
+        self.trace.record(
+            now,
+            TraceKind::DiskReply,
+            index as u64,
+            request.0,
+            u64::from(matches!(reply, DiskReply::Failed(_))),
+        );
+        pod.service.as_mut().expect("checked").handle_disk(now, request, reply);
+        self.after_pod(now, index);
+    }
+
+    fn on_pod_connect_unresolved(&mut self, now: Time, index: usize, incarnation: u32, token: u64) {
+        let pod = &mut self.pods[index];
+        if pod.incarnation != incarnation {
+            return;
+        }
+        let Some(service) = pod.service.as_mut() else { return };
+        service.handle_connect_failed(now, ConnectToken(token), ServiceConnectFailure::Unresolved);
+        self.after_pod(now, index);
+    }
+
+    /// Executes a pod's outputs (sends, closes, connects, disk requests), tallies its events and
+    /// reschedules its wake. Results of connects and disk requests come back as later events, so
+    /// the service is never re-entered while its outputs drain.
+    fn after_pod(&mut self, now: Time, index: usize) {
+        loop {
+            let Some(service) = self.pods[index].service.as_mut() else { return };
+            let Some(output) = service.poll_output() else { break };
+            self.execute_pod_output(now, index, output);
+        }
+        let pod = &mut self.pods[index];
+        let service = pod.service.as_mut().expect("outputs never crash a pod");
+        while let Some(event) = service.poll_event() {
+            match event {
+                // Drops are declared to the oracle (by reason: the event does not say which
+                // message); the other events are observability only.
+                ServiceEvent::Broker(BrokerEvent::MessageDropped { reason, .. }) => {
+                    *self.declared_drops.entry(broker_drop_reason(reason)).or_default() += 1;
+                    self.trace.record(now, TraceKind::BrokerEvent, index as u64, reason as u64, 0);
                 }
-                while let Some(event) = broker.poll_event() {
-                    // Drops are declared to the oracle (by reason: the event does not say which
-                    // message); the other events are observability only.
-                    if let BrokerEvent::MessageDropped { reason, .. } = event {
-                        *self.declared_drops.entry(broker_drop_reason(reason)).or_default() += 1;
-                        self.trace.record(now, TraceKind::BrokerEvent, index as u64, reason as u64, 0);
-                    }
+                ServiceEvent::Republisher(RepublisherEvent::MessageDropped { reason, .. }) => {
+                    *self.declared_drops.entry(republish_drop_reason(reason)).or_default() += 1;
+                    self.trace.record(now, TraceKind::ServiceEvent, index as u64, 1 << 32 | reason as u64, 0);
                 }
+                ServiceEvent::Republisher(RepublisherEvent::Connected { destination, session_present }) => {
+                    let code = 2 << 32 | u64::from(destination) << 1 | u64::from(session_present);
+                    self.trace.record(now, TraceKind::ServiceEvent, index as u64, code, 0);
+                }
+                ServiceEvent::Broker(_) => {}
             }
         }
-        let wake = core.poll_timeout().map(|at| at.max(now));
+        let wake = service.poll_timeout().map(|at| at.max(now));
         if let Some(wake) = wake
             && wake < pod.scheduled_wake
         {
             pod.scheduled_wake = wake;
             self.queue.schedule(wake, WorldEvent::PodWake(index as u32));
         }
+    }
+
+    fn execute_pod_output(&mut self, now: Time, index: usize, output: ServiceOutput) {
+        match output {
+            ServiceOutput::Send { connection, bytes } => {
+                let (conn, side) = net_end(connection);
+                self.trace.record(
+                    now,
+                    TraceKind::SegmentSent,
+                    conn.as_u64(),
+                    index as u64,
+                    bytes.len() as u64,
+                );
+                // A send on a connection the network already closed is dropped; the service
+                // learns of the loss from the network's own report.
+                let _ = self.net.send(now, conn, side, bytes, &mut self.queue);
+            }
+            ServiceOutput::Close { connection } => {
+                let (conn, side) = net_end(connection);
+                if side == Side::Client {
+                    self.pods[index].outbound.retain(|open| *open != conn);
+                }
+                self.net.close(now, conn, side, &mut self.queue);
+            }
+            ServiceOutput::Connect { token, endpoint } => {
+                let target = self.pod_names_index(&endpoint.pod).and_then(|target| {
+                    let ports = &self.pods[target].ports;
+                    ports.iter().find(|(port, _)| *port == endpoint.port).map(|(_, listener)| *listener)
+                });
+                let pod = &mut self.pods[index];
+                match target {
+                    Some(listener) => {
+                        let token_bits = POD_TOKEN_BIT | index as u64;
+                        let conn = self.net.connect(now, pod.host, token_bits, listener, &mut self.queue);
+                        self.trace.record(now, TraceKind::ConnectStarted, conn.as_u64(), token_bits, 0);
+                        pod.connecting.push((conn, token));
+                    }
+                    None => {
+                        self.stats.connects_unresolved += 1;
+                        let event = WorldEvent::PodConnectUnresolved {
+                            pod: index as u32,
+                            incarnation: pod.incarnation,
+                            token: token.0,
+                        };
+                        self.queue.schedule(now, event);
+                    }
+                }
+            }
+            ServiceOutput::Disk { request, op } => {
+                let pod = &mut self.pods[index];
+                self.stats.disk_requests += 1;
+                // The disk serves one operation at a time: this one starts when the previous one
+                // of the host is done, and its effect is visible (to reads) from now on.
+                let host_disk = &mut self.disks[pod.host.0 as usize];
+                let latency = host_disk.disk.op_latency(&op);
+                let done_at = host_disk.busy_until.max(now) + latency;
+                host_disk.busy_until = done_at;
+                let reply = apply(&mut host_disk.disk, &op);
+                pod.disk_replies.push_back((request, reply));
+                let event = WorldEvent::PodDisk { pod: index as u32, incarnation: pod.incarnation };
+                self.queue.schedule(done_at, event);
+            }
+            ServiceOutput::Listen { port } => {
+                unreachable!(
+                    "pod {}: ports are declared when the service is built, not {port:?}",
+                    self.pods[index].name
+                )
+            }
+        }
+    }
+
+    fn pod_names_index(&self, name: &str) -> Option<usize> {
+        self.pods.iter().position(|pod| pod.name == name)
     }
 
     // ---- clients -----------------------------------------------------------------------------
@@ -783,7 +1007,7 @@ impl FastWorld {
         let action = self.scenario.faults[index].action.clone();
         match action {
             FaultAction::Crash { pod } => self.crash_pod(now, self.pod_index(&pod)),
-            FaultAction::Restart { pod } => self.restart_pod(now, self.pod_index(&pod)),
+            FaultAction::Restart { pod, disk } => self.restart_pod(now, self.pod_index(&pod), disk),
             FaultAction::Partition { hosts } => {
                 let group: Vec<HostId> = hosts.iter().map(|name| self.host(name)).collect();
                 for inside in &group {
@@ -831,28 +1055,44 @@ impl FastWorld {
 
     fn crash_pod(&mut self, now: Time, index: usize) {
         let pod = &mut self.pods[index];
-        if pod.core.is_none() {
+        if pod.service.is_none() {
             return;
         }
-        // Dropping the core drops every in-memory session, queue and retained message.
-        pod.core = None;
+        // Dropping the service drops every in-memory session, queue and retained message, and
+        // every disk request in flight (the disk keeps what it already applied).
+        pod.service = None;
         pod.crash_count += 1;
         pod.scheduled_wake = Time::MAX;
-        let listener = pod.listener;
-        self.net.reset_listener(now, listener, &mut self.queue);
-        assert!(self.pods[index].core.is_none());
+        pod.disk_replies.clear();
+        // A process crash on a live kernel: the page cache keeps what the process wrote.
+        self.disks[pod.host.0 as usize].disk.process_crash();
+        // The kernel resets the process's connections: accepted ones through the listeners,
+        // outbound ones one by one; connects in progress are abandoned.
+        let listeners: Vec<ListenerId> = pod.ports.iter().map(|(_, listener)| *listener).collect();
+        let outbound: Vec<ConnId> =
+            pod.outbound.drain(..).chain(pod.connecting.drain(..).map(|(conn, _)| conn)).collect();
+        for listener in listeners {
+            self.net.reset_listener(now, listener, &mut self.queue);
+        }
+        for conn in outbound {
+            self.net.reset_client_end(now, conn, &mut self.queue);
+        }
+        let pod = &self.pods[index];
+        assert!(pod.service.is_none() && pod.outbound.is_empty() && pod.connecting.is_empty());
     }
 
-    fn restart_pod(&mut self, now: Time, index: usize) {
+    fn restart_pod(&mut self, now: Time, index: usize, disk: DiskFate) {
         let pod = &mut self.pods[index];
-        if pod.core.is_some() {
+        if pod.service.is_some() {
             return;
         }
-        pod.core = Some(build_core(&pod.recipe));
-        let listener = pod.listener;
-        self.net.set_listener_up(listener, true);
+        if disk == DiskFate::Lost {
+            // A replaced machine or wiped volume: the host's disk starts empty.
+            self.disks[pod.host.0 as usize].disk.wipe();
+        }
+        start_service(pod, index, self.seed, &mut self.net, &mut self.listener_owners);
         self.after_pod(now, index);
-        assert!(self.pods[index].core.is_some());
+        assert!(self.pods[index].service.is_some());
     }
 
     /// End of publishing: heal every partition and restart every crashed pod, so the drain
@@ -862,7 +1102,7 @@ impl FastWorld {
         self.stats.faults_applied += 1;
         self.net.heal_all(now, &mut self.queue);
         for index in 0..self.pods.len() {
-            self.restart_pod(now, index);
+            self.restart_pod(now, index, DiskFate::Kept);
         }
         self.drain_network(now);
     }
@@ -879,10 +1119,84 @@ pub fn run_fast(scenario: &Scenario, seed: u64, options: FastOptions) -> Result<
     Ok(world.outcome(0.0))
 }
 
-fn build_core(recipe: &PodRecipe) -> PodCore {
-    match recipe {
-        PodRecipe::Broker(config) => PodCore::Broker(Box::new(Broker::new(config.clone()))),
+/// Marks the network token of a pod's outbound connection (client tokens are client indices,
+/// below 2^32).
+const POD_TOKEN_BIT: u64 = 1 << 63;
+
+/// Marks a service's id for an outbound connection (the connecting end); ids without it are
+/// accepted connections. A `ConnId`'s generation would need 2^31 reuses of one slot to reach it.
+const OUTBOUND_ID_BIT: u64 = 1 << 63;
+
+fn pod_of_token(token: u64) -> Option<usize> {
+    (token & POD_TOKEN_BIT != 0).then_some((token & !POD_TOKEN_BIT) as usize)
+}
+
+fn inbound_id(conn: ConnId) -> ConnectionId {
+    assert_eq!(conn.as_u64() & OUTBOUND_ID_BIT, 0, "connection generation overflowed into the marker bit");
+    ConnectionId(conn.as_u64())
+}
+
+fn outbound_id(conn: ConnId) -> ConnectionId {
+    assert_eq!(conn.as_u64() & OUTBOUND_ID_BIT, 0, "connection generation overflowed into the marker bit");
+    ConnectionId(conn.as_u64() | OUTBOUND_ID_BIT)
+}
+
+/// The network connection and end a service's connection id stands for.
+fn net_end(connection: ConnectionId) -> (ConnId, Side) {
+    let side = if connection.0 & OUTBOUND_ID_BIT != 0 { Side::Client } else { Side::Server };
+    (ConnId::from_u64(connection.0 & !OUTBOUND_ID_BIT), side)
+}
+
+/// Builds a pod's service (a fresh incarnation) and binds the ports it declares: new listeners
+/// the first time, the same ones (brought up again) after a restart.
+fn start_service(
+    pod: &mut Pod,
+    index: usize,
+    seed: u64,
+    net: &mut Network,
+    listener_owners: &mut Vec<(u32, &'static str)>,
+) {
+    assert!(pod.service.is_none(), "a pod runs one service at a time");
+    pod.incarnation += 1;
+    let mut service: Box<dyn Service> = match &pod.recipe {
+        PodRecipe::Broker(config) => Box::new(BrokerService::new(config.clone())),
+        PodRecipe::Republisher(config) => {
+            // Each incarnation draws its own reconnect jitter, reproducibly from the run seed.
+            let member = (index as u64) << 32 | u64::from(pod.incarnation);
+            Box::new(Republisher::new(config.clone(), member_seed(seed, Stream::Pods, member)))
+        }
+        #[cfg(test)]
+        PodRecipe::Custom(build) => build(),
+    };
+    let first_start = pod.incarnation == 1;
+    let mut declared = 0;
+    // A freshly built service's only outputs are its port declarations (the trait's contract).
+    while let Some(output) = service.poll_output() {
+        let ServiceOutput::Listen { port } = output else {
+            unreachable!("pod {}: a new service asked for {output:?} before any input", pod.name)
+        };
+        declared += 1;
+        if first_start {
+            assert!(
+                pod.ports.iter().all(|(known, _)| *known != port.name),
+                "port {} declared twice",
+                port.name
+            );
+            let listener = net.add_listener(pod.host);
+            assert_eq!(listener.0 as usize, listener_owners.len(), "listener ids are dense");
+            listener_owners.push((index as u32, port.name));
+            pod.ports.push((port.name, listener));
+        } else {
+            let (_, listener) = *pod
+                .ports
+                .iter()
+                .find(|(known, _)| *known == port.name)
+                .expect("a restarted service declares the ports it had");
+            net.set_listener_up(listener, true);
+        }
     }
+    assert_eq!(declared, pod.ports.len(), "a restarted service declares the same ports");
+    pod.service = Some(service);
 }
 
 fn link_from(latency: &LatencyRange, loss: f64) -> LinkConfig {
@@ -902,3 +1216,7 @@ fn close_code(cause: CloseCause) -> u64 {
         CloseCause::BufferOverflow => 4,
     }
 }
+
+#[cfg(test)]
+#[path = "world_tests.rs"]
+mod tests;

@@ -5,10 +5,14 @@
 
 pub mod broker;
 pub mod client;
+pub mod service;
 
 pub use broker::{
     BrokerHandle, BrokerObserver, BrokerShellConfig, BrokerShellStats, BrokerShellStatsSnapshot, run_broker,
 };
 pub use client::{
     ClientHandle, ClientShellConfig, ClientShellError, ClientShellStats, ClientShellStatsSnapshot,
+};
+pub use service::{
+    ServiceHost, ServiceShellConfig, ServiceShellStats, ServiceShellStatsSnapshot, run_service,
 };
