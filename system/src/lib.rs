@@ -13,6 +13,7 @@ pub mod net;
 pub mod republisher;
 pub mod service;
 pub mod shell;
+pub mod store;
 pub mod time;
 
 pub use time::{Clock, Time};
