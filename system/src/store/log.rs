@@ -806,7 +806,8 @@ mod tests {
 
     #[test]
     fn append_refuses_oversize_records_and_pushes_back_at_the_bound() {
-        let mut fs = OsFs::new(tempfile::tempdir().expect("dir").keep()).expect("root");
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut fs = OsFs::new(dir.path()).expect("root");
         let mut log = Log::open(small_config()).expect("config");
         assert_eq!(log.append(Bytes::from_static(b"x")), Err(LogError::NotReady));
         drive(&mut log, &mut fs, &mut Vec::new());
