@@ -62,7 +62,8 @@ pub struct LogConfig {
 }
 
 impl LogConfig {
-    /// Production defaults below `dir`: 8 MiB segments, 1 MiB records, 4096 pending records.
+    /// Production defaults below `dir`: 8 MiB segments, 1 MiB records, 4096 pending records,
+    /// appends of up to 2 MiB (a batch must hold the largest record with its header).
     pub fn new(dir: impl Into<String>) -> LogConfig {
         LogConfig {
             dir: dir.into(),
@@ -70,7 +71,7 @@ impl LogConfig {
             record_bytes_max: 1 << 20,
             records_pending_max: 4096,
             bytes_buffered_max: 4 << 20,
-            append_bytes_max: 1 << 20,
+            append_bytes_max: 2 << 20,
             read_chunk_bytes: 64 << 10,
             events_max: 1024,
         }
@@ -828,6 +829,7 @@ mod tests {
 
     #[test]
     fn configs_that_cannot_hold_a_record_are_refused() {
+        assert_eq!(LogConfig::new("log").validate(), Ok(()), "the defaults are valid");
         let config = LogConfig { segment_bytes_max: 10, ..small_config() };
         assert_eq!(
             Log::open(config).err(),
